@@ -1,0 +1,1 @@
+"""Shared library of the LSTM trading-research pipeline (one module per concern)."""

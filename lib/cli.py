@@ -1,0 +1,60 @@
+"""Stage entry point: logging set-up, secret redaction and one clear error line."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+
+from lib.errors import PipelineError
+
+log = logging.getLogger("pipeline")
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Remember a secret so that no log line or error message ever prints it."""
+    if value:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return text
+
+
+class _RedactFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = ()
+        return True
+
+
+def setup_logging() -> None:
+    """INFO to stderr, WARNING only under CI (`CI` set) or with PIPELINE_QUIET=1."""
+    quiet = bool(os.environ.get("CI")) or os.environ.get("PIPELINE_QUIET") == "1"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(_RedactFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def run_stage(name: str, main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
+    """Run a stage's `main`; a PipelineError becomes `error: <message>` and exit code 1."""
+    setup_logging()
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except PipelineError as exc:
+        print(f"error [{name}]: {redact(str(exc))}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"error [{name}]: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception:  # noqa: BLE001 - a bug, not a user error: keep the traceback, never a secret
+        print(redact(traceback.format_exc()), file=sys.stderr)
+        print(f"error [{name}]: unexpected failure (traceback above)", file=sys.stderr)
+        sys.exit(1)

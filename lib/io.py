@@ -1,0 +1,59 @@
+"""Atomic file output (temp file in the same folder, then rename) and table input."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lib.errors import PipelineError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Write JSON; NaN/inf are refused so a report never holds invalid JSON."""
+    write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", path)
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a table without its index; floats keep their exact (shortest round-trip) text."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def read_table(path: str | os.PathLike, required: list[str]) -> pd.DataFrame:
+    """Read a CSV written by a previous stage, with exact float parsing and a date column."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: file not found (run the stage that writes it: dvc repro)")
+    df = pd.read_csv(path, float_precision="round_trip")
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise PipelineError(f"{path}: missing column(s) {missing}")
+    if "date" in df.columns:
+        df["date"] = pd.to_datetime(df["date"])
+    return df

@@ -1,0 +1,234 @@
+"""The schema of `params.yaml`: every key, its type and range, checked before any work.
+
+DVC itself rejects an unknown `-S` key; this module does the same for a key misspelled
+by hand, and rejects a wrong type or an out-of-range value either way, naming the key.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lib.errors import PipelineError
+
+PARAMS_FILE = "params.yaml"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One leaf of the schema: kind is int, float, str, bool, date, choice or a list of int/str."""
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+    min_len: int = 1
+
+    def check(self, key: str, value: Any) -> Any:
+        if value is None:
+            if self.nullable:
+                return None
+            raise PipelineError(f"params.yaml: {key} must not be empty (null)")
+        if self.kind in ("int_list", "str_list"):
+            if not isinstance(value, list) or len(value) < self.min_len:
+                raise PipelineError(f"params.yaml: {key} must be a list of at least {self.min_len} item(s), got {value!r}")
+            item = Spec("int" if self.kind == "int_list" else "str", self.lo, self.hi)
+            out = [item.check(f"{key}[{i}]", v) for i, v in enumerate(value)]
+            if len(set(out)) != len(out):
+                raise PipelineError(f"params.yaml: {key} has duplicate items: {value!r}")
+            return out
+        return getattr(self, f"_{self.kind}")(key, value)
+
+    def _range(self, key: str, value: float) -> None:
+        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            lo = "-inf" if self.lo is None else self.lo
+            hi = "inf" if self.hi is None else self.hi
+            raise PipelineError(f"params.yaml: {key} must be in [{lo}, {hi}], got {value!r}")
+
+    def _int(self, key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PipelineError(f"params.yaml: {key} must be an integer, got {value!r} ({type(value).__name__})")
+        self._range(key, value)
+        return value
+
+    def _float(self, key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            hint = " (write floats like 1.0e-3: YAML reads 1e-3 as a string)" if isinstance(value, str) else ""
+            raise PipelineError(f"params.yaml: {key} must be a number, got {value!r}{hint}")
+        if not math.isfinite(value):
+            raise PipelineError(f"params.yaml: {key} must be a finite number, got {value!r}")
+        self._range(key, float(value))
+        return float(value)
+
+    def _str(self, key: str, value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise PipelineError(f"params.yaml: {key} must be a non-empty string, got {value!r}")
+        return value.strip()
+
+    def _bool(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise PipelineError(f"params.yaml: {key} must be true or false, got {value!r}")
+        return value
+
+    def _choice(self, key: str, value: Any) -> str:
+        if value not in self.choices:
+            raise PipelineError(f"params.yaml: {key} must be one of {list(self.choices)}, got {value!r}")
+        return value
+
+    def _date(self, key: str, value: Any) -> str:
+        if isinstance(value, dt.date):
+            return value.isoformat()[:10]
+        try:
+            return dt.date.fromisoformat(str(value)).isoformat()
+        except ValueError:
+            raise PipelineError(f"params.yaml: {key} must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Spec:
+    return Spec("int", lo, hi)
+
+
+def _float(lo: float | None = None, hi: float | None = None) -> Spec:
+    return Spec("float", lo, hi)
+
+
+def _choice(*choices: str) -> Spec:
+    return Spec("choice", choices=choices)
+
+
+SCHEMA: dict[str, dict[str, Spec]] = {
+    "data": {
+        "source": _choice("sample", "csv", "yfinance", "fmp"),
+        "tickers": Spec("str_list"),
+        "csv_dir": Spec("str"),
+        "start": Spec("date", nullable=True),
+        "end": Spec("date", nullable=True),
+        "fmp_endpoint": _choice("stable", "v3"),
+        "timeout_s": _float(0.1, 600.0),
+        "retries": _int(0, 10),
+        "backoff_s": _float(0.0, 60.0),
+    },
+    "validate": {
+        "policy": _choice("fail", "repair"),
+        "max_gap_sessions": _int(1),
+        "max_move": _float(0.0),
+        "max_stale_run": _int(2),
+        "ohlc_tolerance": _float(0.0, 0.1),
+    },
+    "features": {
+        "horizon": _int(1, 252),
+        "return_windows": Spec("int_list", 1, 2520),
+        "sma_windows": Spec("int_list", 2, 2520),
+        "ema_windows": Spec("int_list", 2, 2520),
+        "rsi_window": _int(2, 2520),
+        "macd_fast": _int(2, 2520),
+        "macd_slow": _int(3, 2520),
+        "macd_signal": _int(2, 2520),
+        "bollinger_window": _int(2, 2520),
+        "bollinger_k": _float(0.1, 10.0),
+        "atr_window": _int(2, 2520),
+        "vol_windows": Spec("int_list", 2, 2520),
+        "volume_window": _int(2, 2520),
+        "calendar": Spec("bool"),
+    },
+    "walk_forward": {
+        "folds": _int(1, 100),
+        "test_sessions": _int(5),
+        "window": _choice("expanding", "rolling"),
+        "train_sessions": _int(20),
+        "purge": _int(0),
+        "embargo": _int(0),
+        "val_fraction": _float(0.05, 0.5),
+    },
+    "model": {
+        "arch": _choice("lstm"),
+        "hidden": _int(1, 4096),
+        "layers": _int(1, 16),
+        "dropout": _float(0.0, 0.9),
+        "seq_len": _int(1, 1000),
+    },
+    "train": {
+        "seed": _int(0),
+        "epochs": _int(1, 10000),
+        "patience": _int(1),
+        "batch_size": _int(1),
+        "lr": _float(1.0e-8, 1.0),
+        "weight_decay": _float(0.0, 1.0),
+        "lr_schedule": _choice("constant", "cosine"),
+        "grad_clip": _float(0.0),
+        "loss": _choice("mse", "huber"),
+        "feature_clip": _float(0.0),
+        "sample_stride": _int(1, 252),
+        "amp": _choice("auto", "on", "off"),
+        "device": _choice("auto", "cpu", "cuda"),
+        "threads": _int(0, 1024),
+    },
+    "backtest": {
+        "rebalance": _choice("weekly", "monthly", "daily"),
+        "fill": _choice("next_open", "close"),
+        "threshold": _float(0.0, 1.0),
+        "allow_short": Spec("bool"),
+        "commission_bps": _float(0.0, 1000.0),
+        "slippage_bps": _float(0.0, 1000.0),
+        "initial_cash": _float(1.0),
+    },
+    "evaluate": {
+        "periods_per_year": _int(1, 366),
+        "risk_free": _float(-0.5, 0.5),
+    },
+}
+
+
+def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
+    """Rules that tie keys together (each message names both keys)."""
+    d, f, wf = p["data"], p["features"], p["walk_forward"]
+    if d["start"] and d["end"] and d["start"] >= d["end"]:
+        raise PipelineError(f"params.yaml: data.start ({d['start']}) must be before data.end ({d['end']})")
+    if wf["purge"] < f["horizon"]:
+        raise PipelineError(
+            f"params.yaml: walk_forward.purge ({wf['purge']}) must be at least features.horizon "
+            f"({f['horizon']}), or training labels would overlap the test window")
+    if f["macd_fast"] >= f["macd_slow"]:
+        raise PipelineError("params.yaml: features.macd_fast must be smaller than features.macd_slow")
+
+
+def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
+    """Check a parsed params mapping against SCHEMA; return it with normalised values."""
+    if not isinstance(raw, dict):
+        raise PipelineError("params.yaml: the file must hold a mapping of sections")
+    unknown = sorted(set(raw) - set(SCHEMA))
+    if unknown:
+        raise PipelineError(f"params.yaml: unknown section(s) {unknown}; known: {sorted(SCHEMA)}")
+    out: dict[str, dict[str, Any]] = {}
+    for section, specs in SCHEMA.items():
+        values = raw.get(section)
+        if not isinstance(values, dict):
+            raise PipelineError(f"params.yaml: section '{section}' is missing or not a mapping")
+        extra = sorted(set(values) - set(specs))
+        if extra:
+            raise PipelineError(
+                f"params.yaml: unknown key(s) {[f'{section}.{k}' for k in extra]}; "
+                f"known keys in '{section}': {sorted(specs)}")
+        missing = sorted(set(specs) - set(values))
+        if missing:
+            raise PipelineError(f"params.yaml: missing key(s) {[f'{section}.{k}' for k in missing]}")
+        out[section] = {k: spec.check(f"{section}.{k}", values[k]) for k, spec in specs.items()}
+    _cross_checks(out)
+    return out
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict[str, dict[str, Any]]:
+    """Read and validate the whole params file (so a bad key fails at the first stage run)."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: not found (run from the repository root)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+    return validate_params(raw)
