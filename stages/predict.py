@@ -1,0 +1,58 @@
+"""predict: out-of-sample predictions per fold, and the next rebalance's signal from the final model."""
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lib.cli import run_stage
+from lib.dataset import Panel
+from lib.errors import PipelineError
+from lib.features import LABEL
+from lib.io import read_table, write_csv, write_json
+from lib.params import load_params
+from lib.strategy import target_weights
+from lib.training import load_checkpoint, predict_rows
+
+log = logging.getLogger("predict")
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--features", type=Path, required=True)
+    ap.add_argument("--models", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--signal", type=Path, required=True)
+    args = ap.parse_args(argv)
+    rule = load_params()["backtest"]
+    features = read_table(args.features, ["date", "ticker", LABEL])
+    fold_files = sorted(args.models.glob("fold_*.pt"))
+    if not fold_files:
+        raise PipelineError(f"{args.models}: no fold_*.pt models (run the train stage)")
+    parts = []
+    for i, path in enumerate(fold_files):
+        model, ckpt = load_checkpoint(path)
+        panel = Panel.from_frame(features, ckpt["seq_len"])
+        rows = panel.rows(ckpt["fold"]["test_start"], ckpt["fold"]["test_end"], labelled=False)
+        parts.append(pd.DataFrame({"date": panel.dates[rows], "ticker": panel.tickers[rows], "fold": i,
+                                   "prediction": predict_rows(model, ckpt, panel, rows), "label": panel.labels[rows]}))
+    preds = pd.concat(parts, ignore_index=True).sort_values(["date", "ticker"], kind="stable")
+    write_csv(preds.assign(date=preds["date"].dt.strftime("%Y-%m-%d")), args.out)
+
+    model, ckpt = load_checkpoint(args.models / "final.pt")
+    panel = Panel.from_frame(features, ckpt["seq_len"])
+    last = np.flatnonzero(np.r_[panel.tickers[1:] != panel.tickers[:-1], True] & panel.has_window)
+    pred = predict_rows(model, ckpt, panel, last)
+    weights = target_weights(pred, rule["threshold"], rule["allow_short"])
+    signals = [{"ticker": str(t), "as_of": str(pd.Timestamp(d).date()), "predicted_return": float(p),
+                "target_weight": float(w), "portfolio_weight": float(w) / len(last)}
+               for t, d, p, w in zip(panel.tickers[last], panel.dates[last], pred, weights, strict=True)]
+    write_json({"as_of": max(s["as_of"] for s in signals), "model": "final", "horizon_sessions":
+                ckpt["params"]["features"]["horizon"], "signals": signals}, args.signal)
+    log.info("%d out-of-sample predictions over %d folds; signal as of %s", len(preds), len(fold_files),
+             max(s["as_of"] for s in signals))
+
+
+if __name__ == "__main__":
+    run_stage("predict", main)

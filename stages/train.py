@@ -1,0 +1,60 @@
+"""train: one model per walk-forward fold and a final model on all labelled data."""
+import argparse
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dvclive import Live
+
+from lib.cli import run_stage
+from lib.dataset import Panel
+from lib.features import LABEL
+from lib.io import read_table
+from lib.params import load_params
+from lib.training import EpochLog, resolve_amp, resolve_device, save_checkpoint, seed_everything, train_fold
+from lib.walk_forward import make_folds
+
+log = logging.getLogger("train")
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--features", type=Path, required=True)
+    ap.add_argument("--models", type=Path, required=True)
+    ap.add_argument("--live", type=Path, required=True)
+    args = ap.parse_args(argv)
+    params = load_params()
+    seed_everything(params["train"]["seed"], params["train"]["threads"])
+    device = resolve_device(params["train"]["device"])
+    amp = resolve_amp(params["train"]["amp"], device)
+    features = read_table(args.features, ["date", "ticker", LABEL])
+    panel = Panel.from_frame(features, params["model"]["seq_len"])
+    labelled_end = features.loc[features[LABEL].notna(), "date"].max()
+    folds = make_folds(pd.DatetimeIndex(np.unique(panel.dates)), labelled_end, params["walk_forward"])
+    data_hash = hashlib.sha256(args.features.read_bytes()).hexdigest()
+    log.info("training %d folds + final on %s (amp: %s)", len(folds) - 1, device, amp.name)
+
+    with Live(str(args.live), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        live.log_params({"device": device.type, "amp_dtype": amp.name})
+
+        def on_epoch(e: EpochLog) -> None:
+            live.step = e.epoch
+            for name in ("train_loss", "val_loss", "lr", "seconds", "samples_per_s", "loss_scale"):
+                live.log_metric(f"{e.fold}/{name}", getattr(e, name))
+            live.next_step()
+            log.info("%s epoch %d: train %.4f val %.4f lr %.2e %.1fs %.0f samples/s %s",
+                     e.fold, e.epoch, e.train_loss, e.val_loss, e.lr, e.seconds, e.samples_per_s, e.amp_dtype)
+
+        for i, fold in enumerate(folds):
+            log.info("[%d/%d] %s: fit %s..%s, val %s..%s, test %s..%s", i + 1, len(folds), fold.name, fold.fit_start,
+                     fold.fit_end, fold.val_start, fold.val_end, fold.test_start, fold.test_end)
+            ckpt = train_fold(panel, fold, params, device, amp, on_epoch)
+            save_checkpoint({**ckpt, "params": params, "data_hash": data_hash}, args.models / f"{fold.name}.pt")
+            live.log_metric(f"{fold.name}/best_val_loss", ckpt["best_val_loss"], plot=False)
+            live.log_metric(f"{fold.name}/best_epoch", ckpt["best_epoch"], plot=False)
+
+
+if __name__ == "__main__":
+    run_stage("train", main)

@@ -1,0 +1,40 @@
+"""validate: check every ticker's bars; stop on a finding (policy fail) or repair and list it."""
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from lib.cli import run_stage
+from lib.errors import PipelineError
+from lib.io import write_csv, write_json
+from lib.params import load_params
+from lib.validate import check_schema, failure_message, fatal_findings, report, validate_prices
+
+log = logging.getLogger("validate")
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--prices", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--report", type=Path, required=True)
+    args = ap.parse_args(argv)
+    params = load_params()
+    cfg = params["validate"]
+    if not args.prices.exists():
+        raise PipelineError(f"{args.prices}: not found (run the download stage)")
+    raw = check_schema(pd.read_csv(args.prices, dtype={"ticker": str}), str(args.prices))
+    clean, findings = validate_prices(raw, cfg, params["data"]["tickers"])
+    write_json(report(raw, clean, findings, cfg["policy"]), args.report)
+    fatal = fatal_findings(findings, cfg["policy"])
+    if fatal:
+        raise PipelineError(failure_message(fatal, str(args.report)))
+    for f in findings:
+        log.warning("%s %s %s: %s -> %s", f.ticker, f.date, f.rule, f.detail, f.action)
+    write_csv(clean.assign(date=clean["date"].dt.strftime("%Y-%m-%d")), args.out)
+    log.info("%d rows passed, %d finding(s) repaired or kept", len(clean), len(findings))
+
+
+if __name__ == "__main__":
+    run_stage("validate", main)
