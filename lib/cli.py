@@ -20,7 +20,7 @@ def register_secret(value: str) -> None:
 
 
 def redact(text: str) -> str:
-    for secret in _SECRETS:
+    for secret in sorted(_SECRETS, key=len, reverse=True):  # a longer secret may contain a shorter one
         text = text.replace(secret, "***")
     return text
 
