@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
 COLUMNS = ["date", "ticker", *PRICE_COLUMNS]
 OFFLINE_HINT = "offline? set data.source=sample (bundled prices) or data.source=csv"
-FMP_BASE = "https://financialmodelingprep.com"
+DATE_CELL = r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?([+-]\d{2}:?\d{2})?)?"  # date, or timestamp (history())
 _HEADER_ALIASES = {"adj close": "adj_close", "adjclose": "adj_close", "adj_close": "adj_close"}
 
 
@@ -74,7 +74,9 @@ def parse_price_csv(path: Path, ticker: str) -> pd.DataFrame:
         raise PipelineError(
             f"{path}: missing column(s) {missing} for {ticker}; expected "
             "date,open,high,low,close,adj_close,volume or Yahoo's Date,Open,High,Low,Close,Adj Close,Volume")
-    dates = pd.to_datetime(raw["date"].str.strip().str[:10], format="%Y-%m-%d", errors="coerce")
+    cells = raw["date"].str.strip()
+    dates = pd.to_datetime(cells.str[:10].where(cells.str.fullmatch(DATE_CELL, na=False)), format="%Y-%m-%d",
+                           errors="coerce")
     good = dates.notna().to_numpy()
     if not good.any():
         raise PipelineError(f"{path}: no rows with a date YYYY-MM-DD ({ticker})")
@@ -189,7 +191,8 @@ def _fmp_get(session: requests.Session, path: str, query: dict[str, str], key: s
     """GET one FMP endpoint and return its JSON; every failure names the ticker, never the key."""
     def call() -> requests.Response:
         try:
-            resp = session.get(f"{FMP_BASE}{path}", params={**query, "apikey": key}, timeout=cfg["timeout_s"])
+            base = os.environ.get("FMP_BASE_URL", "https://financialmodelingprep.com")  # a proxy, or tests
+            resp = session.get(f"{base}{path}", params={**query, "apikey": key}, timeout=cfg["timeout_s"])
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Retryable(type(exc).__name__) from None
         if resp.status_code == 429 or resp.status_code >= 500:

@@ -1,3 +1,5 @@
+import itertools
+
 import pandas as pd
 import pytest
 
@@ -24,7 +26,7 @@ def test_folds_are_purged_embargoed_and_in_sequence(cfg, window):
     tests = folds[:-1]
     assert [f.name for f in folds] == ["fold_00", "fold_01", "fold_02", "final"]
     assert tests[-1].test_end == str(SESSIONS[-1].date())
-    for a, b in zip(tests, tests[1:], strict=False):
+    for a, b in itertools.pairwise(tests):
         assert _pos(b.test_start) == _pos(a.test_end) + 1
     for f in tests:
         assert _pos(f.test_end) - _pos(f.test_start) + 1 == 200

@@ -1,0 +1,182 @@
+"""The real stages, in-process and as processes, on a small config: look-ahead, determinism, failures."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lib.io import atomic_path
+from tests.conftest import ROOT, run_stages, small_params, stage_commands, write_params
+
+AFTER_DOWNLOAD = ("validate", "featurize", "train", "predict", "backtest", "evaluate")
+
+
+def _outputs():
+    files = {"predictions": "data/predictions.csv", "weights": "reports/backtest/weights.csv",
+             "equity": "reports/backtest/equity.csv"}
+    return {name: pd.read_csv(path, parse_dates=["date"]) for name, path in files.items()}
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """Download once, run the rest; keep the raw prices and the outputs."""
+    folder = tmp_path_factory.mktemp("base")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        import shutil
+
+        shutil.copytree(ROOT / "data" / "sample", "data/sample")
+        write_params(folder, small_params())
+        run_stages("download", *AFTER_DOWNLOAD)
+        out = _outputs()
+        raw = pd.read_csv("data/raw/prices.csv", parse_dates=["date"])
+        metrics = Path("reports/metrics.json").read_text()
+        preds_text = Path("data/predictions.csv").read_text()
+        folds = [torch.load(f"models/fold_{i:02d}.pt", weights_only=True)["fold"] for i in range(2)]
+    finally:
+        os.chdir(cwd)
+    return {"folder": folder, "out": out, "raw": raw, "metrics": metrics, "preds_text": preds_text, "folds": folds}
+
+
+def _rerun_with(folder, raw):
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        raw.assign(date=raw["date"].dt.strftime("%Y-%m-%d")).to_csv("data/raw/prices.csv", index=False)
+        run_stages(*AFTER_DOWNLOAD)
+        return _outputs(), Path("reports/metrics.json").read_text(), Path("data/predictions.csv").read_text()
+    finally:
+        os.chdir(cwd)
+
+
+def _shift_prices_after(raw, T, seed):
+    """Every price after T multiplied by a random path (bounds kept), volume tripled."""
+    out = raw.copy()
+    later = out["date"] > T
+    factor = np.exp(np.random.default_rng(seed).normal(0, 0.02, later.sum()))
+    for col in ("open", "high", "low", "close", "adj_close"):
+        out.loc[later, col] *= factor
+    out.loc[later, "volume"] *= 3
+    return out
+
+
+def test_outputs_cover_the_test_folds(base_run):
+    preds = base_run["out"]["predictions"]
+    folds = base_run["folds"]
+    assert list(preds.columns) == ["date", "ticker", "fold", "prediction", "label"]
+    assert preds["date"].min() == pd.Timestamp(folds[0]["test_start"])
+    assert preds["date"].max() == pd.Timestamp(folds[1]["test_end"])
+    assert sorted(preds["fold"].unique()) == [0, 1] and set(preds["ticker"]) == {"SPY", "TLT"}
+    assert preds["prediction"].notna().all()
+
+
+@pytest.mark.parametrize("which", ["first day of fold 1", "middle of fold 0", "last day of fold 0"])
+def test_no_look_ahead_anywhere(base_run, tmp_path, which):
+    """Change every price after T: no prediction, weight or equity value dated <= T may change."""
+    import shutil
+
+    folds = base_run["folds"]
+    dates = base_run["out"]["predictions"]["date"].drop_duplicates().sort_values().reset_index(drop=True)
+    first1 = dates[dates == pd.Timestamp(folds[1]["test_start"])].index[0]
+    T = {"first day of fold 1": dates[first1], "middle of fold 0": dates[first1 // 2],
+         "last day of fold 0": dates[first1 - 1]}[which]
+    shutil.copytree(base_run["folder"], tmp_path / "run")
+    out, _, _ = _rerun_with(tmp_path / "run", _shift_prices_after(base_run["raw"], T, seed=len(which)))
+    for name, base in base_run["out"].items():
+        before = base[base["date"] <= T].reset_index(drop=True)
+        assert len(before) > 0
+        pd.testing.assert_frame_equal(before.drop(columns="label", errors="ignore"),
+                                      out[name][out[name]["date"] <= T].reset_index(drop=True)
+                                      .drop(columns="label", errors="ignore"), check_exact=True, obj=name)
+    for name in ("predictions", "equity"):  # the perturbation must bite, or the test proves nothing
+        later = T + pd.Timedelta(days=10)
+        base = base_run["out"][name]
+        assert not base[base["date"] > later].equals(out[name][out[name]["date"] > later]), name
+
+
+def test_two_runs_are_bit_identical(base_run, tmp_path):
+    import shutil
+
+    shutil.copytree(base_run["folder"], tmp_path / "run")
+    _, metrics, preds = _rerun_with(tmp_path / "run", base_run["raw"])
+    assert preds == base_run["preds_text"]
+    assert metrics == base_run["metrics"]
+
+
+# ---------------------------------------------------------------------------- failures as a user sees them
+def _stage(name, cwd, env=None):
+    module, argv = stage_commands()[name]
+    return subprocess.run([sys.executable, "-m", module, *argv], check=False, cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=120)
+
+
+def _setup(workdir, **data):
+    p = small_params()
+    p["data"].update(data)
+    write_params(workdir, p)
+    return p
+
+
+def test_bad_param_stops_before_work(workdir):
+    p = small_params()
+    p["model"]["hiden"] = 3
+    write_params(workdir, p)
+    r = _stage("download", workdir)
+    assert r.returncode == 1
+    assert "error [download]: params.yaml: unknown key(s) ['model.hiden']" in r.stderr
+    assert not (workdir / "data" / "raw" / "prices.csv").exists()
+
+
+def test_corrupt_csv_and_unknown_ticker(workdir):
+    csv = workdir / "mycsv"
+    csv.mkdir()
+    text = (ROOT / "data" / "sample" / "SPY.csv").read_text().splitlines()
+    text[100] = text[100].replace(",", ";", 2)
+    (csv / "SPY.csv").write_text("\n".join(text))
+    _setup(workdir, source="csv", csv_dir=str(csv), tickers=["SPY"])
+    r = _stage("download", workdir)
+    assert r.returncode == 1 and "SPY.csv" in r.stderr and "line 101" in r.stderr, r.stderr
+    assert not (workdir / "data" / "raw" / "prices.csv").exists()
+    _setup(workdir, tickers=["SPY", "XYZ"])
+    r = _stage("download", workdir)
+    assert r.returncode == 1 and "ticker XYZ: no file" in r.stderr
+
+
+def test_nan_in_data_fails_validation_with_report(workdir):
+    _setup(workdir)
+    assert _stage("download", workdir).returncode == 0
+    raw = pd.read_csv(workdir / "data/raw/prices.csv")
+    raw.loc[40, "close"] = np.nan
+    raw.to_csv(workdir / "data/raw/prices.csv", index=False)
+    r = _stage("validate", workdir)
+    assert r.returncode == 1
+    assert f"validation failed: {raw.loc[40, 'ticker']} {raw.loc[40, 'date']} rule=nan" in r.stderr
+    assert not (workdir / "data/clean/prices.csv").exists() and (workdir / "reports/validation.json").exists()
+
+
+def test_fmp_missing_key_and_network_error_never_leak_the_key(workdir):
+    _setup(workdir, source="fmp", retries=1, backoff_s=0.0, timeout_s=2.0)
+    env = {k: v for k, v in os.environ.items() if k != "FMP_API_KEY"}
+    r = subprocess.run([sys.executable, "-m", "stages.download", *stage_commands()["download"][1]], check=False,
+                       cwd=workdir,
+                       capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert r.returncode == 1 and "needs an API key: set FMP_API_KEY" in r.stderr
+    key = "leaky-key-9876"
+    r = _stage("download", workdir, {"FMP_API_KEY": key, "FMP_BASE_URL": "http://127.0.0.1:9"})
+    assert r.returncode == 1 and "failed after 2 tries (ConnectionError" in r.stderr
+    assert key not in r.stderr + r.stdout
+    assert not (workdir / "data/raw/prices.csv").exists()
+
+
+def test_atomic_write_leaves_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]

@@ -1,0 +1,83 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lib.dataset import Panel, windows
+from lib.training import EpochLog, resolve_amp, seed_everything, train_fold
+from lib.walk_forward import Fold
+from tests.conftest import gbm_bars, small_params
+
+
+def _panel():
+    from lib.features import build_features
+
+    p = small_params()
+    return build_features(gbm_bars(260, ("A", "B")), p["features"]), p
+
+
+def test_windows_gather_the_right_rows():
+    x = torch.arange(20, dtype=torch.float32).reshape(10, 2)
+    w = windows(x, torch.tensor([4, 9]), 3)
+    assert w.shape == (2, 3, 2)
+    assert w[0, :, 0].tolist() == [4.0, 6.0, 8.0] and w[1, -1, 1].item() == 19.0
+
+
+def test_panel_windows_never_cross_tickers():
+    feats, _ = _panel()
+    panel = Panel.from_frame(feats, 10)
+    rows = panel.rows("2000-01-01", "2100-01-01", labelled=False)
+    starts = rows - 9
+    assert (panel.tickers[starts] == panel.tickers[rows]).all()
+    assert len(rows) == len(feats) - 2 * 9
+
+
+def test_amp_resolution():
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu).name == "float32"
+    assert resolve_amp("off", cpu).name == "float32"
+    on = resolve_amp("on", cpu)
+    assert on.name == "bfloat16" and on.scaler is None and on.loss_scale() == 1.0
+
+
+def _fold():
+    return Fold("fold_00", "2020-05-01", "2020-08-31", "2020-09-09", "2020-10-15", "2020-10-23", "2020-12-31")
+
+
+@pytest.mark.parametrize("amp_mode", ["off", "on"])
+def test_train_fold_logs_epochs_and_reloads_best(amp_mode):
+    """The mixed-precision path (bfloat16 autocast on CPU) runs end to end on a tiny model."""
+    feats, p = _panel()
+    panel = Panel.from_frame(feats, p["model"]["seq_len"])
+    seed_everything(0, 1)
+    amp = resolve_amp(amp_mode, torch.device("cpu"))
+    logs: list[EpochLog] = []
+    ckpt = train_fold(panel, _fold(), p, torch.device("cpu"), amp, logs.append)
+    assert [e.epoch for e in logs] == list(range(ckpt["epochs_run"]))
+    assert {e.amp_dtype for e in logs} == {amp.name}
+    assert ckpt["best_val_loss"] == min(e.val_loss for e in logs)
+    assert logs[ckpt["best_epoch"]].val_loss == ckpt["best_val_loss"]
+    assert ckpt["fold"]["test_start"] == "2020-10-23" and ckpt["amp_dtype"] == amp.name
+    assert all(np.isfinite([e.train_loss, e.samples_per_s, e.lr]).all() for e in logs)
+
+
+def test_training_is_bit_identical():
+    feats, p = _panel()
+    panel = Panel.from_frame(feats, p["model"]["seq_len"])
+    states = []
+    for _ in range(2):
+        seed_everything(3, 1)
+        ckpt = train_fold(panel, _fold(), p, torch.device("cpu"), resolve_amp("off", torch.device("cpu")),
+                          lambda e: None)
+        states.append(ckpt["state_dict"])
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
+def test_scaler_is_fitted_on_fit_rows_only():
+    feats, p = _panel()
+    panel = Panel.from_frame(feats, p["model"]["seq_len"])
+    fold = _fold()
+    scaler = panel.fit_scaler(fold.fit_start, fold.fit_end)
+    inside = feats[(feats["date"] >= pd.Timestamp(fold.fit_start)) & (feats["date"] <= pd.Timestamp(fold.fit_end))]
+    np.testing.assert_allclose(scaler.mean_, inside[panel.features].mean().to_numpy(), rtol=1e-10)
