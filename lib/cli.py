@@ -1,11 +1,13 @@
 """Stage entry point: logging set-up, secret redaction and one clear error line."""
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 from lib.errors import PipelineError
 
@@ -41,6 +43,14 @@ def setup_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def path_args(argv: list[str], description: str | None, *names: str) -> argparse.Namespace:
+    """Parse the stage's required `--name PATH` options (paths live in dvc.yaml, not in params)."""
+    ap = argparse.ArgumentParser(description=description)
+    for name in names:
+        ap.add_argument(f"--{name}", type=Path, required=True)
+    return ap.parse_args(argv)
 
 
 def run_stage(name: str, main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:

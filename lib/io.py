@@ -44,9 +44,10 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a table without its index; floats keep their exact (shortest round-trip) text."""
+    """Write a table without its index; dates as YYYY-MM-DD, floats in exact round-trip text."""
+    dates = {c: df[c].dt.strftime("%Y-%m-%d") for c in df.columns if pd.api.types.is_datetime64_any_dtype(df[c])}
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+        df.assign(**dates).to_csv(tmp, index=False)
 
 
 def read_table(path: str | os.PathLike, required: list[str]) -> pd.DataFrame:

@@ -1,12 +1,10 @@
 """evaluate: metrics of strategy, benchmark and baseline with their significance, and plots."""
-import argparse
 import logging
-from pathlib import Path
 
 import pandas as pd
 
 from lib import plots
-from lib.cli import run_stage
+from lib.cli import path_args, run_stage
 from lib.io import read_table, write_csv, write_json
 from lib.metrics import active, drawdown, performance, prediction_quality
 from lib.params import load_params
@@ -16,12 +14,7 @@ BOOKS = {"strategy": "weight", "benchmark": "benchmark_weight", "momentum": "mom
 
 
 def main(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--backtest", type=Path, required=True, help="folder with equity.csv and trades.csv")
-    ap.add_argument("--predictions", type=Path, required=True)
-    ap.add_argument("--metrics", type=Path, required=True)
-    ap.add_argument("--plots", type=Path, required=True)
-    args = ap.parse_args(argv)
+    args = path_args(argv, __doc__, "backtest", "predictions", "metrics", "plots")
     params = load_params()
     cfg, horizon = params["evaluate"], params["features"]["horizon"]
     equity = read_table(args.backtest / "equity.csv", ["date", *BOOKS, *BOOKS.values()])
@@ -44,7 +37,7 @@ def main(argv: list[str]) -> None:
     write_json(out, args.metrics)
 
     dd = pd.DataFrame({"date": equity["date"], **{b: drawdown(equity[b]) for b in BOOKS}})
-    write_csv(dd.assign(date=dd["date"].dt.strftime("%Y-%m-%d")), args.plots / "drawdown.csv")
+    write_csv(dd, args.plots / "drawdown.csv")
     sampled = preds[preds["date"].isin(preds["date"].drop_duplicates().sort_values().iloc[::horizon])].dropna()
     write_csv(sampled[["prediction", "label"]], args.plots / "pred_vs_real.csv")
     plots.lines(equity, "Equity after costs (out of sample)", "equity", args.plots / "equity.png")

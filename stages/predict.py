@@ -1,12 +1,10 @@
 """predict: out-of-sample predictions per fold, and the next rebalance's signal from the final model."""
-import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lib.cli import run_stage
+from lib.cli import path_args, run_stage
 from lib.dataset import Panel
 from lib.errors import PipelineError
 from lib.features import LABEL
@@ -19,12 +17,7 @@ log = logging.getLogger("predict")
 
 
 def main(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--features", type=Path, required=True)
-    ap.add_argument("--models", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--signal", type=Path, required=True)
-    args = ap.parse_args(argv)
+    args = path_args(argv, __doc__, "features", "models", "out", "signal")
     rule = load_params()["backtest"]
     features = read_table(args.features, ["date", "ticker", LABEL])
     fold_files = sorted(args.models.glob("fold_*.pt"))
@@ -38,7 +31,7 @@ def main(argv: list[str]) -> None:
         parts.append(pd.DataFrame({"date": panel.dates[rows], "ticker": panel.tickers[rows], "fold": i,
                                    "prediction": predict_rows(model, ckpt, panel, rows), "label": panel.labels[rows]}))
     preds = pd.concat(parts, ignore_index=True).sort_values(["date", "ticker"], kind="stable")
-    write_csv(preds.assign(date=preds["date"].dt.strftime("%Y-%m-%d")), args.out)
+    write_csv(preds, args.out)
 
     model, ckpt = load_checkpoint(args.models / "final.pt")
     panel = Panel.from_frame(features, ckpt["seq_len"])

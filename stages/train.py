@@ -1,14 +1,12 @@
 """train: one model per walk-forward fold and a final model on all labelled data."""
-import argparse
 import hashlib
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from dvclive import Live
 
-from lib.cli import run_stage
+from lib.cli import path_args, run_stage
 from lib.dataset import Panel
 from lib.features import LABEL
 from lib.io import read_table
@@ -20,11 +18,7 @@ log = logging.getLogger("train")
 
 
 def main(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--features", type=Path, required=True)
-    ap.add_argument("--models", type=Path, required=True)
-    ap.add_argument("--live", type=Path, required=True)
-    args = ap.parse_args(argv)
+    args = path_args(argv, __doc__, "features", "models", "live")
     params = load_params()
     seed_everything(params["train"]["seed"], params["train"]["threads"])
     device = resolve_device(params["train"]["device"])

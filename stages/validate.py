@@ -1,11 +1,9 @@
 """validate: check every ticker's bars; stop on a finding (policy fail) or repair and list it."""
-import argparse
 import logging
-from pathlib import Path
 
 import pandas as pd
 
-from lib.cli import run_stage
+from lib.cli import path_args, run_stage
 from lib.errors import PipelineError
 from lib.io import write_csv, write_json
 from lib.params import load_params
@@ -15,11 +13,7 @@ log = logging.getLogger("validate")
 
 
 def main(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--prices", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--report", type=Path, required=True)
-    args = ap.parse_args(argv)
+    args = path_args(argv, __doc__, "prices", "out", "report")
     params = load_params()
     cfg = params["validate"]
     if not args.prices.exists():
@@ -32,7 +26,7 @@ def main(argv: list[str]) -> None:
         raise PipelineError(failure_message(fatal, str(args.report)))
     for f in findings:
         log.warning("%s %s %s: %s -> %s", f.ticker, f.date, f.rule, f.detail, f.action)
-    write_csv(clean.assign(date=clean["date"].dt.strftime("%Y-%m-%d")), args.out)
+    write_csv(clean, args.out)
     log.info("%d rows passed, %d finding(s) repaired or kept", len(clean), len(findings))
 
 
