@@ -89,6 +89,12 @@ def active(strategy: np.ndarray, other: np.ndarray, ppy: int) -> Stats:
     return s
 
 
+def non_overlapping(pred: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """Labelled rows on every `horizon`-th prediction date, so no two labels overlap in time."""
+    dates = np.sort(pred["date"].unique())[::horizon]
+    return pred[pred["date"].isin(dates) & pred["label"].notna()]
+
+
 def prediction_quality(pred: pd.DataFrame, horizon: int) -> Stats:
     """Spearman information coefficient and directional accuracy on every `horizon`-th session.
 
@@ -97,8 +103,7 @@ def prediction_quality(pred: pd.DataFrame, horizon: int) -> Stats:
     directional p-value tests accuracy against the naive rate of always guessing the more
     frequent sign (one-sided binomial)."""
     s = Stats()
-    dates = np.sort(pred["date"].unique())[::horizon]
-    rows = pred[pred["date"].isin(dates) & pred["label"].notna()]
+    rows = non_overlapping(pred, horizon)
     p, y = rows["prediction"].to_numpy(float), rows["label"].to_numpy(float)
     s.put("n", len(rows))
     enough = len(rows) >= MIN_POINTS and np.std(p) > 0 and np.std(y) > 0

@@ -6,7 +6,7 @@ import pandas as pd
 from lib import plots
 from lib.cli import path_args, run_stage
 from lib.io import read_table, write_csv, write_json
-from lib.metrics import active, drawdown, performance, prediction_quality
+from lib.metrics import active, drawdown, non_overlapping, performance, prediction_quality
 from lib.params import load_params
 
 log = logging.getLogger("evaluate")
@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
 
     dd = pd.DataFrame({"date": equity["date"], **{b: drawdown(equity[b]) for b in BOOKS}})
     write_csv(dd, args.plots / "drawdown.csv")
-    sampled = preds[preds["date"].isin(preds["date"].drop_duplicates().sort_values().iloc[::horizon])].dropna()
+    sampled = non_overlapping(preds, horizon)
     write_csv(sampled[["prediction", "label"]], args.plots / "pred_vs_real.csv")
     plots.lines(equity, "Equity after costs (out of sample)", "equity", args.plots / "equity.png")
     plots.lines(dd, "Drawdown", "drawdown", args.plots / "drawdown.png")

@@ -43,7 +43,7 @@ def main(argv: list[str]) -> None:
 
         for i, fold in enumerate(folds):
             log.info("[%d/%d] %s: fit %s..%s, val %s..%s, test %s..%s", i + 1, len(folds), fold.name, fold.fit_start,
-                     fold.fit_end, fold.val_start, fold.val_end, fold.test_start, fold.test_end)
+                     fold.fit_end, fold.val_start, fold.val_end, fold.test_start or "-", fold.test_end or "-")
             ckpt = train_fold(panel, fold, params, device, amp, on_epoch)
             save_checkpoint({**ckpt, "params": params, "data_hash": data_hash}, args.models / f"{fold.name}.pt")
             live.log_metric(f"{fold.name}/best_val_loss", ckpt["best_val_loss"], plot=False)
