@@ -162,6 +162,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "lr_schedule": _choice("constant", "cosine"),
         "grad_clip": _float(0.0),
         "loss": _choice("mse", "huber"),
+        "huber_delta": _float(1.0e-6, 100.0),
         "feature_clip": _float(0.0),
         "sample_stride": _int(1, 252),
         "amp": _choice("auto", "on", "off"),

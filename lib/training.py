@@ -93,8 +93,8 @@ class EpochLog:
     loss_scale: float
 
 
-def _loss_fn(name: str) -> nn.Module:
-    return nn.HuberLoss(delta=1.0) if name == "huber" else nn.MSELoss()
+def _loss_fn(cfg: dict[str, Any]) -> nn.Module:
+    return nn.HuberLoss(delta=cfg["huber_delta"]) if cfg["loss"] == "huber" else nn.MSELoss()
 
 
 @torch.inference_mode()
@@ -116,10 +116,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fit_rows: torch.Tens
     gen = torch.Generator().manual_seed(cfg["seed"])
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg["epochs"]) if cfg["lr_schedule"] == "cosine" else None
-    loss_fn = _loss_fn(cfg["loss"])
+    loss_fn = _loss_fn(cfg)
     n, bs = len(fit_rows), cfg["batch_size"]
     best = (math.inf, -1, copy.deepcopy(model.state_dict()))
-    epoch = 0
     for epoch in range(cfg["epochs"]):
         start = time.perf_counter()
         model.train()
@@ -197,6 +196,8 @@ def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    if not path.exists():
+        raise PipelineError(f"{path}: model not found (run the train stage)")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(ckpt["model"], len(ckpt["features"]))
     model.load_state_dict(ckpt["state_dict"])
@@ -205,8 +206,8 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def predict_rows(model: nn.Module, ckpt: dict[str, Any], panel: Panel, rows: np.ndarray) -> np.ndarray:
     """Predicted label (log return) at anchor `rows`, with the checkpoint's own scaler."""
-    if panel.features != ckpt["features"]:
-        raise PipelineError("predict: the features do not match the ones the model was trained on; rerun train")
+    if panel.features != ckpt["features"] or panel.seq_len != ckpt["seq_len"]:
+        raise PipelineError("predict: the features or window length differ from the model's; rerun train")
     x = torch.from_numpy(panel.scaled(np.asarray(ckpt["scaler_mean"]), np.asarray(ckpt["scaler_scale"]),
                                       ckpt["feature_clip"]))
     out = _predict_scaled(model, x, torch.from_numpy(rows), ckpt["seq_len"], Amp(torch.device("cpu"), None, None))

@@ -173,6 +173,18 @@ def test_fmp_missing_key_and_network_error_never_leak_the_key(workdir):
     assert not (workdir / "data/raw/prices.csv").exists()
 
 
+def test_missing_model_is_a_clear_error(base_run, tmp_path, monkeypatch):
+    import shutil
+
+    from lib.errors import PipelineError
+
+    shutil.copytree(base_run["folder"], tmp_path / "run")
+    (tmp_path / "run" / "models" / "final.pt").unlink()
+    monkeypatch.chdir(tmp_path / "run")
+    with pytest.raises(PipelineError, match=r"models/final.pt: model not found \(run the train stage\)"):
+        run_stages("predict")
+
+
 def test_atomic_write_leaves_old_file_and_no_temp(tmp_path):
     target = tmp_path / "out.csv"
     target.write_text("old")
