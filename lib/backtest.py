@@ -19,6 +19,7 @@ import pandas as pd
 from lib.errors import PipelineError
 from lib.prices import adjusted, panel
 from lib.strategy import decision_days, target_weights
+from lib.tables import BOOKS, STRATEGY, weight_column
 
 DUST_REL, DUST_ABS = 1e-9, 1e-12
 
@@ -83,14 +84,16 @@ def order_rows(targets: np.ndarray, fill: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class BacktestResult:
-    equity: pd.DataFrame  # date, strategy, benchmark, momentum, weight, benchmark_weight, momentum_weight
+    equity: pd.DataFrame  # date, <book> ..., <book>_weight ... (see lib.tables)
     weights: pd.DataFrame  # date, ticker, weight (strategy, held after the day's fills, at the close)
     trades: pd.DataFrame  # date, book, ticker, side, shares, price, notional, cost
 
 
 def run_backtest(prices: pd.DataFrame, predictions: pd.DataFrame, cfg: dict[str, Any], horizon: int) -> BacktestResult:
     """Strategy (model predictions), buy-and-hold benchmark and a momentum baseline on the same
-    dates, prices and costs. The window runs from the first prediction date to the last price."""
+    dates, prices and costs, all starting on the same fill: the strategy's first order.
+
+    The window runs from the close before that fill (every book still in cash) to the last price."""
     if predictions.empty:
         raise PipelineError("backtest: no predictions (run the predict stage)")
     tickers = sorted(predictions["ticker"].unique())
@@ -98,41 +101,48 @@ def run_backtest(prices: pd.DataFrame, predictions: pd.DataFrame, cfg: dict[str,
     if missing:
         raise PipelineError(f"backtest: no prices for ticker(s) {missing}")
     px = adjusted(prices[prices["ticker"].isin(tickers)])
-    close_all = panel(px, "adj_close", tickers)
-    momentum_all = np.log(close_all).diff(horizon)  # trailing return, known at the close
-    start = predictions["date"].min()
-    close_df = close_all.loc[start:]
+    close_df = panel(px, "adj_close", tickers)
     dates = close_df.index
     close = close_df.to_numpy()
-    fill_price = close if cfg["fill"] == "close" else panel(px, "adj_open", tickers).loc[start:].to_numpy()
-    decide = decision_days(dates, cfg["rebalance"])[:, None]
+    fill_price = close if cfg["fill"] == "close" else panel(px, "adj_open", tickers).to_numpy()
+    decide = (decision_days(dates, cfg["rebalance"]) & (dates >= predictions["date"].min()))[:, None]
     pred = predictions.pivot(index="date", columns="ticker", values="prediction").reindex(index=dates, columns=tickers)
+    momentum = np.log(close_df).diff(horizon).to_numpy()  # trailing return, known at the close
 
     def book(signal: np.ndarray) -> np.ndarray:
         return order_rows(np.where(decide, target_weights(signal, cfg["threshold"], cfg["allow_short"]), np.nan),
                           cfg["fill"])
 
+    books = {STRATEGY: book(pred.to_numpy())}
+    ordered = np.flatnonzero(~np.isnan(books[STRATEGY]).all(axis=1))
+    if len(ordered) == 0:
+        raise PipelineError("backtest: the predictions contain no decision day with a fill after it; "
+                            "predict a longer period or use backtest.rebalance=daily")
+    first = ordered[0]
     hold = np.full(close.shape, np.nan)
-    hold[0 if cfg["fill"] == "close" else min(1, len(dates) - 1)] = 1.0
-    books = {"strategy": book(pred.to_numpy()), "benchmark": hold, "momentum": book(momentum_all.loc[start:].to_numpy())}
+    hold[first] = 1.0
+    books["benchmark"] = hold
+    books["momentum"] = np.where(np.arange(len(dates))[:, None] >= first, book(momentum), np.nan)
+    window = slice(max(first - 1, 0), None)  # the close before the first fill: all books in cash
+    dates, close, fill_price = dates[window], close[window], fill_price[window]
     cost_rate = (cfg["commission_bps"] + cfg["slippage_bps"]) / 1e4
     cash = cfg["initial_cash"] / len(tickers)
     out = pd.DataFrame({"date": dates})
     trades, weights = [], None
-    for name, orders in books.items():
-        sim = simulate(close, fill_price, orders, cost_rate, cash)
+    for name in BOOKS:
+        sim = simulate(close, fill_price, books[name][window], cost_rate, cash)
         total = sim.equity.sum(axis=1)
         exposure = np.nan_to_num(sim.shares * close)
         out[name] = total
-        out[f"{name}_weight" if name != "strategy" else "weight"] = exposure.sum(axis=1) / total
+        out[weight_column(name)] = exposure.sum(axis=1) / total
         t = sim.trades
         trades.append(pd.DataFrame({
             "date": dates[t["row"].to_numpy(int)], "book": name, "ticker": np.asarray(tickers)[t["asset"].to_numpy(int)],
             "side": np.where(t["shares"] > 0, "buy", "sell"), "shares": t["shares"], "price": t["price"],
             "notional": t["notional"], "cost": t["cost"]}))
-        if name == "strategy":
+        if name == STRATEGY:
             slice_w = exposure / np.where(sim.equity != 0, sim.equity, np.nan)
             weights = (pd.DataFrame(slice_w, index=dates.rename("date"), columns=pd.Index(tickers, name="ticker"))
                        .stack().rename("weight").reset_index())
-    cols = ["date", "strategy", "benchmark", "momentum", "weight", "benchmark_weight", "momentum_weight"]
-    return BacktestResult(out[cols], weights, pd.concat(trades, ignore_index=True))
+    return BacktestResult(out[["date", *BOOKS, *map(weight_column, BOOKS)]], weights,
+                          pd.concat(trades, ignore_index=True))

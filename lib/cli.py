@@ -2,29 +2,48 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import html
+import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 from lib.errors import PipelineError
 
 log = logging.getLogger("pipeline")
 _SECRETS: set[str] = set()
+_PATTERN: re.Pattern[str] | None = None
+
+
+def encodings(secret: str) -> set[str]:
+    """The forms a secret takes on its way into a message: as is, URL-encoded (query string and
+    path, `+` or `%20` for a space), JSON- and HTML-escaped, base64 (standard and URL-safe)."""
+    raw = secret.encode()
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), json.dumps(secret)[1:-1],
+             html.escape(secret), repr(secret)[1:-1], base64.b64encode(raw).decode(),
+             base64.urlsafe_b64encode(raw).decode(), base64.b64encode(raw).decode().rstrip("=")}
+    return {f for f in forms if f}
 
 
 def register_secret(value: str) -> None:
-    """Remember a secret so that no log line or error message ever prints it."""
+    """Remember a secret so that no log line or error message ever prints it, in any encoding."""
+    global _PATTERN
     if value:
-        _SECRETS.add(value)
+        _SECRETS.update(encodings(value))
+        # Longest first (a longer form may contain a shorter one); percent-escapes in either case.
+        parts = [re.sub(r"%[0-9A-Fa-f]{2}", lambda m: f"(?i:{re.escape(m.group())})", re.escape(s))
+                 for s in sorted(_SECRETS, key=len, reverse=True)]
+        _PATTERN = re.compile("|".join(parts))
 
 
 def redact(text: str) -> str:
-    for secret in sorted(_SECRETS, key=len, reverse=True):  # a longer secret may contain a shorter one
-        text = text.replace(secret, "***")
-    return text
+    return _PATTERN.sub("***", text) if _PATTERN is not None else text
 
 
 class _RedactFilter(logging.Filter):

@@ -1,7 +1,8 @@
 """Feature panel as arrays, windows of `seq_len` sessions gathered on the fly, fold scaling.
 
 A sample is anchored at row i (one ticker, one date): its input is that ticker's feature
-rows i-seq_len+1 .. i, its target the label at i. Windows are gathered by index at batch
+rows i-seq_len+1 .. i, its target the label at i, realised at the close of `label_end[i]`
+(the ticker's own `horizon`-th next session). Windows are gathered by index at batch
 time, so no (samples x seq_len x features) copy is ever built.
 """
 from __future__ import annotations
@@ -13,13 +14,15 @@ import pandas as pd
 import torch
 from sklearn.preprocessing import StandardScaler
 
-from lib.features import LABEL, feature_columns
+from lib.features import feature_columns
+from lib.tables import LABEL, LABEL_END
 
 
 @dataclass(frozen=True)
 class Panel:
     values: np.ndarray  # (rows, features) float64, rows sorted by ticker then date
     labels: np.ndarray  # (rows,) float64, NaN where the label is not known yet
+    label_end: np.ndarray  # (rows,) datetime64[ns]: when the label is realised (NaT if not yet)
     dates: np.ndarray  # (rows,) datetime64[ns]
     tickers: np.ndarray  # (rows,) str
     features: list[str]
@@ -32,15 +35,21 @@ class Panel:
         cols = feature_columns(df)
         position = df.groupby("ticker", sort=False).cumcount().to_numpy()
         return cls(df[cols].to_numpy(np.float64), df[LABEL].to_numpy(np.float64),
-                   df["date"].to_numpy("datetime64[ns]"), df["ticker"].to_numpy(str), cols, seq_len,
+                   df[LABEL_END].to_numpy("datetime64[ns]"), df["date"].to_numpy("datetime64[ns]"), df["ticker"].to_numpy(str), cols, seq_len,
                    position >= seq_len - 1)
 
-    def rows(self, start: str, end: str, labelled: bool, stride: int = 1) -> np.ndarray:
-        """Anchor rows dated in [start, end] with a full window (and a label if asked), every `stride`-th."""
+    def rows(self, start: str, end: str, labelled: bool, stride: int = 1,
+             labels_before: str | None = None) -> np.ndarray:
+        """Anchor rows dated in [start, end] with a full window (and a label if asked), every `stride`-th.
+
+        `labels_before` purges by label end date: a row is kept only if its label is realised
+        strictly before that date (López de Prado 2018, ch. 7.4.1), whatever holes its ticker has."""
         d = self.dates
         keep = (d >= np.datetime64(start)) & (d <= np.datetime64(end)) & self.has_window
         if labelled:
             keep &= ~np.isnan(self.labels)
+        if labels_before is not None:
+            keep &= self.label_end < np.datetime64(labels_before)  # NaT compares False: dropped
         return np.flatnonzero(keep)[::stride]
 
     def fit_scaler(self, start: str, end: str) -> StandardScaler:

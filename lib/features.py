@@ -10,11 +10,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.indexers import BaseIndexer
 
 from lib.prices import adjusted
-
-KEYS = ["date", "ticker"]
-LABEL = "label"
+from lib.tables import KEYS, LABEL, LABEL_END
 
 
 def _ratio(num: pd.Series, den: pd.Series, fill: float) -> pd.Series:
@@ -23,64 +22,110 @@ def _ratio(num: pd.Series, den: pd.Series, fill: float) -> pd.Series:
     return out.where(den != 0, fill).where(den.notna())
 
 
-def _wilder(x: pd.Series, window: int) -> pd.Series:
-    return x.ewm(alpha=1.0 / window, adjust=False, min_periods=window).mean()
+class _Groups:
+    """Segment boundaries of a table sorted by ticker: every operation below restarts at each
+    ticker's first row, so one call over the whole long table equals one call per ticker."""
+
+    def __init__(self, codes: np.ndarray) -> None:
+        n = len(codes)
+        first = np.ones(n, dtype=bool)
+        first[1:] = codes[1:] != codes[:-1]
+        starts = np.flatnonzero(first)
+        ends = np.append(starts[1:], n)
+        sizes = ends - starts
+        self.codes = codes
+        self.row_start = np.repeat(starts, sizes)      # first row of each row's ticker
+        self.row_end = np.repeat(ends, sizes)          # one past its last row
+
+    def shift(self, x: pd.Series, k: int) -> pd.Series:
+        """`x.shift(k)` within each ticker (k < 0 looks ahead)."""
+        values = x.to_numpy(dtype=float)
+        out = np.full(len(values), np.nan)
+        idx = np.arange(len(values)) - k
+        ok = (idx >= self.row_start) & (idx < self.row_end)
+        out[ok] = values[idx[ok]]
+        return pd.Series(out, index=x.index)
+
+    def rolling(self, x: pd.Series, window: int) -> Any:
+        """`x.rolling(window)` within each ticker: pandas' own kernels on the whole column, with
+        each window clipped at its ticker's first row (a window never spans two tickers)."""
+        return x.rolling(_TickerWindow(starts=self.row_start, window_size=window), min_periods=window)
+
+    def ewm(self, x: pd.Series, **kwargs: Any) -> pd.Series:
+        """`x.ewm(**kwargs).mean()` within each ticker (pandas' grouped kernel restarts per ticker)."""
+        out = x.groupby(self.codes, sort=True).ewm(**kwargs).mean()
+        return pd.Series(out.to_numpy(), index=x.index)
 
 
-def ticker_features(g: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
-    """Features and label for one ticker's bars, sorted by date."""
+class _TickerWindow(BaseIndexer):
+    """Trailing window of `window_size` rows that starts no earlier than the row's ticker."""
+
+    def get_window_bounds(self, num_values: int = 0, min_periods: int | None = None, center: bool | None = None,
+                          closed: str | None = None, step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        end = np.arange(1, num_values + 1, dtype=np.int64)
+        start = np.maximum(end - self.window_size, self.starts).astype(np.int64)
+        return start, end
+
+
+def build_features(prices: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
+    """Long table `date, ticker, <features>, label`, sorted by ticker then date; warm-up rows
+    (any feature NaN) dropped.
+
+    Computed over the whole long table at once: shifts, rolling windows and recursive averages
+    restart at each ticker's first row, giving exactly (bit for bit) what a per-ticker
+    computation gives. The last `horizon` rows of each ticker keep a NaN label: they feed the
+    live signal.
+    """
+    g = prices[prices["ticker"].notna()].sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
+    grp = _Groups(pd.factorize(g["ticker"], sort=False)[0])
     g = adjusted(g)
     c, h, lo = g["adj_close"], g["adj_high"], g["adj_low"]
     logc = np.log(c)
-    r1 = logc.diff()
+    r1 = logc - grp.shift(logc, 1)
     f: dict[str, pd.Series] = {}
     for w in cfg["return_windows"]:
-        f[f"ret_{w}"] = logc - logc.shift(w)
+        f[f"ret_{w}"] = logc - grp.shift(logc, w)
     for w in cfg["sma_windows"]:
-        f[f"sma_ratio_{w}"] = c / c.rolling(w).mean() - 1
+        f[f"sma_ratio_{w}"] = c / grp.rolling(c, w).mean() - 1
     for w in cfg["ema_windows"]:
-        f[f"ema_ratio_{w}"] = c / c.ewm(span=w, adjust=False, min_periods=w).mean() - 1
-    gain, loss = _wilder(r1.clip(lower=0), cfg["rsi_window"]), _wilder(-r1.clip(upper=0), cfg["rsi_window"])
+        f[f"ema_ratio_{w}"] = c / grp.ewm(c, span=w, adjust=False, min_periods=w) - 1
+
+    def wilder(x: pd.Series, window: int) -> pd.Series:
+        return grp.ewm(x, alpha=1.0 / window, adjust=False, min_periods=window)
+
+    gain, loss = wilder(r1.clip(lower=0), cfg["rsi_window"]), wilder(-r1.clip(upper=0), cfg["rsi_window"])
     f["rsi"] = _ratio(gain, gain + loss, 0.5) - 0.5
-    fast = c.ewm(span=cfg["macd_fast"], adjust=False, min_periods=cfg["macd_fast"]).mean()
-    slow = c.ewm(span=cfg["macd_slow"], adjust=False, min_periods=cfg["macd_slow"]).mean()
+    fast = grp.ewm(c, span=cfg["macd_fast"], adjust=False, min_periods=cfg["macd_fast"])
+    slow = grp.ewm(c, span=cfg["macd_slow"], adjust=False, min_periods=cfg["macd_slow"])
     macd = (fast - slow) / c
-    signal = macd.ewm(span=cfg["macd_signal"], adjust=False, min_periods=cfg["macd_signal"]).mean()
+    signal = grp.ewm(macd, span=cfg["macd_signal"], adjust=False, min_periods=cfg["macd_signal"])
     f["macd"], f["macd_signal"], f["macd_hist"] = macd, signal, macd - signal
     w = cfg["bollinger_window"]
-    mid, sd = c.rolling(w).mean(), c.rolling(w).std(ddof=0)
+    mid, sd = grp.rolling(c, w).mean(), grp.rolling(c, w).std(ddof=0)
     f["bollinger_pctb"] = _ratio(c - (mid - cfg["bollinger_k"] * sd), 2 * cfg["bollinger_k"] * sd, 0.5)
-    prev = c.shift(1)
+    prev = grp.shift(c, 1)
     true_range = pd.concat([h - lo, (h - prev).abs(), (lo - prev).abs()], axis=1).max(axis=1, skipna=False)
-    f["atr"] = _wilder(true_range, cfg["atr_window"]) / c
+    f["atr"] = wilder(true_range, cfg["atr_window"]) / c
     for w in cfg["vol_windows"]:
-        f[f"rvol_{w}"] = r1.rolling(w).std()
+        f[f"rvol_{w}"] = grp.rolling(r1, w).std()
     lv = np.log1p(g["volume"])
     w = cfg["volume_window"]
-    f["volume_z"] = _ratio(lv - lv.rolling(w).mean(), lv.rolling(w).std(), 0.0)
+    f["volume_z"] = _ratio(lv - grp.rolling(lv, w).mean(), grp.rolling(lv, w).std(), 0.0)
     if cfg["calendar"]:
         dow, month = g["date"].dt.dayofweek, g["date"].dt.month - 1
         f["dow_sin"], f["dow_cos"] = np.sin(2 * np.pi * dow / 5), np.cos(2 * np.pi * dow / 5)
         f["month_sin"], f["month_cos"] = np.sin(2 * np.pi * month / 12), np.cos(2 * np.pi * month / 12)
     out = pd.DataFrame(f)
-    out[LABEL] = logc.shift(-cfg["horizon"]) - logc
+    out[LABEL] = grp.shift(logc, -cfg["horizon"]) - logc
+    ahead = np.arange(len(out)) + cfg["horizon"]  # the ticker's own horizon-th next row realises the label
+    dates = g["date"].to_numpy("datetime64[ns]")
+    out[LABEL_END] = np.where(ahead < grp.row_end, dates[np.minimum(ahead, len(out) - 1)], np.datetime64("NaT"))
     out.insert(0, "ticker", g["ticker"].to_numpy())
     out.insert(0, "date", g["date"].to_numpy())
-    return out
-
-
-def build_features(prices: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
-    """Long table `date, ticker, <features>, label`; warm-up rows (any feature NaN) dropped.
-
-    The last `horizon` rows of each ticker keep a NaN label: they feed the live signal.
-    """
-    parts = [ticker_features(g.sort_values("date").reset_index(drop=True), cfg)
-             for _, g in prices.groupby("ticker", sort=False)]
-    out = pd.concat(parts, ignore_index=True)
     cols = feature_columns(out)
     out = out.replace([np.inf, -np.inf], np.nan).dropna(subset=cols)
-    return out.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
+    return out.reset_index(drop=True)
 
 
 def feature_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c not in (*KEYS, LABEL)]
+    return [c for c in df.columns if c not in (*KEYS, LABEL, LABEL_END)]

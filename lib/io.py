@@ -1,8 +1,10 @@
 """Atomic file output (temp file in the same folder, then rename) and table input."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from lib.errors import PipelineError
+from lib.tables import DATE_COLUMNS
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -31,6 +34,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def clear_dir(path: str | os.PathLike) -> None:
+    """Empty a folder that one stage owns entirely, so no file from an earlier run survives in it."""
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:
@@ -59,6 +83,7 @@ def read_table(path: str | os.PathLike, required: list[str]) -> pd.DataFrame:
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise PipelineError(f"{path}: missing column(s) {missing}")
-    if "date" in df.columns:
-        df["date"] = pd.to_datetime(df["date"])
+    for col in DATE_COLUMNS:
+        if col in df.columns:
+            df[col] = pd.to_datetime(df[col])
     return df

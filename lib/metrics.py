@@ -89,34 +89,63 @@ def active(strategy: np.ndarray, other: np.ndarray, ppy: int) -> Stats:
     return s
 
 
-def non_overlapping(pred: pd.DataFrame, horizon: int) -> pd.DataFrame:
-    """Labelled rows on every `horizon`-th prediction date, so no two labels overlap in time."""
-    dates = np.sort(pred["date"].unique())[::horizon]
-    return pred[pred["date"].isin(dates) & pred["label"].notna()]
+def long_run_variance(u: np.ndarray, lags: int) -> float:
+    """Newey and West (1987) long-run variance of a series: gamma_0 + 2 sum_l (1 - l/(lags+1)) gamma_l,
+    with autocovariances gamma_l = sum_t u_t u_{t-l} / T of the demeaned series (Bartlett kernel)."""
+    u = np.asarray(u, float) - np.mean(u)
+    n = len(u)
+    out = float(u @ u) / n
+    for lag in range(1, min(lags, n - 1) + 1):
+        out += 2.0 * (1.0 - lag / (lags + 1)) * float(u[lag:] @ u[:-lag]) / n
+    return out
+
+
+def _date_sums(dates: np.ndarray, *columns: np.ndarray) -> list[np.ndarray]:
+    """Sum each column over the rows of each date (dates in time order): one value per date."""
+    _, codes = np.unique(dates, return_inverse=True)
+    return [np.bincount(codes, weights=c) for c in columns]
 
 
 def prediction_quality(pred: pd.DataFrame, horizon: int) -> Stats:
-    """Spearman information coefficient and directional accuracy on every `horizon`-th session.
+    """Spearman information coefficient (IC) and directional accuracy over every labelled row,
+    with inference that takes the date, not the (date, ticker) pair, as the unit.
 
-    Labels overlap from one day to the next (a `horizon`-session return); dates one horizon
-    apart give non-overlapping pairs, so the p-values are not inflated by the overlap. The
-    directional p-value tests accuracy against the naive rate of always guessing the more
-    frequent sign (one-sided binomial)."""
+    IC = mean(z_p z_y) over all rows, z the standardised ranks of predictions and labels (the
+    pooled Spearman correlation). Its standard error comes from the per-date sums
+    u_d = sum_i z_p z_y - IC n_d: summing within a date absorbs the correlation between tickers
+    on the same day, and the Newey-West long-run variance with 2 x `horizon` lags absorbs the
+    overlap of `horizon`-session labels on consecutive dates; so no sampling offset is chosen.
+    Directional accuracy is tested the same way against always guessing the more frequent sign
+    (per-date sums of hits - naive x moved); both p-values are one-sided (H0: no skill)."""
     s = Stats()
-    rows = non_overlapping(pred, horizon)
-    p, y = rows["prediction"].to_numpy(float), rows["label"].to_numpy(float)
+    rows = pred[pred["label"].notna()]
+    p, y, d = rows["prediction"].to_numpy(float), rows["label"].to_numpy(float), rows["date"].to_numpy()
+    n_dates = len(np.unique(d))
     s.put("n", len(rows))
-    enough = len(rows) >= MIN_POINTS and np.std(p) > 0 and np.std(y) > 0
-    ic = stats.spearmanr(p, y) if enough else None
-    s.put("ic", float(ic.statistic) if ic else None, "too few points or constant predictions")
-    s.put("ic_pvalue", float(ic.pvalue) if ic else None, "too few points or constant predictions")
+    s.put("n_dates", n_dates)
+    lags = 2 * horizon
+    if len(rows) >= MIN_POINTS and n_dates >= MIN_POINTS and np.std(p) > 0 and np.std(y) > 0:
+        zp, zy = (stats.zscore(stats.rankdata(v)) for v in (p, y))
+        ic = float(np.mean(zp * zy))
+        prod, count = _date_sums(d, zp * zy, np.ones(len(rows)))
+        se = math.sqrt(long_run_variance(prod - ic * count, lags) * n_dates) / len(rows)
+        s.put("ic", ic)
+        s.put("ic_se", se if se > 0 else None, "no variation across dates")
+        s.put("ic_pvalue", _one_sided_p(ic / se) if se > 0 else None, "no variation across dates")
+    else:
+        for key in ("ic", "ic_se", "ic_pvalue"):
+            s.put(key, None, "too few points or constant predictions or labels")
     moved = y != 0
-    hits = int((np.sign(p[moved]) == np.sign(y[moved])).sum())
     n = int(moved.sum())
-    s.put("directional_accuracy", hits / n if n else None, "no labelled points")
+    hits = (np.sign(p) == np.sign(y)) & moved
+    s.put("directional_accuracy", float(hits.sum() / n) if n else None, "no labelled points")
     up = float((y[moved] > 0).mean()) if n else None
     naive = max(up, 1 - up) if up is not None else None
     s.put("naive_accuracy", naive, "no labelled points")
-    test = stats.binomtest(hits, n, naive, alternative="greater") if naive is not None and naive < 1 else None
-    s.put("directional_pvalue", float(test.pvalue) if test else None, "no labelled points or one-sided labels")
+    if naive is not None and naive < 1 and n_dates >= MIN_POINTS:
+        excess, = _date_sums(d, hits - naive * moved)
+        se = math.sqrt(long_run_variance(excess, lags) * n_dates)
+        s.put("directional_pvalue", _one_sided_p(excess.sum() / se) if se > 0 else None, "no variation across dates")
+    else:
+        s.put("directional_pvalue", None, "no labelled points or one-sided labels")
     return s

@@ -2,6 +2,8 @@
 
 DVC itself rejects an unknown `-S` key; this module does the same for a key misspelled
 by hand, and rejects a wrong type or an out-of-range value either way, naming the key.
+The file is read as DVC reads it (ruamel.yaml, YAML 1.2), so `1e-05`, which DVC writes back
+after `dvc exp run -S train.lr=1e-5`, is the float it looks like.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from lib.errors import PipelineError
 
@@ -58,8 +60,7 @@ class Spec:
 
     def _float(self, key: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            hint = " (write floats like 1.0e-3: YAML reads 1e-3 as a string)" if isinstance(value, str) else ""
-            raise PipelineError(f"params.yaml: {key} must be a number, got {value!r}{hint}")
+            raise PipelineError(f"params.yaml: {key} must be a number, got {value!r}")
         if not math.isfinite(value):
             raise PipelineError(f"params.yaml: {key} must be a finite number, got {value!r}")
         self._range(key, float(value))
@@ -176,11 +177,12 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "allow_short": Spec("bool"),
         "commission_bps": _float(0.0, 1000.0),
         "slippage_bps": _float(0.0, 1000.0),
-        "initial_cash": _float(1.0),
+        "initial_cash": _float(1.0, 1.0e12),
     },
     "evaluate": {
         "periods_per_year": _int(1, 366),
         "risk_free": _float(-0.5, 0.5),
+        "alpha": _float(0.001, 0.5),
     },
 }
 
@@ -229,7 +231,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, dict[str, Any]]:
     if not path.exists():
         raise PipelineError(f"{path}: not found (run from the repository root)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
+        raw = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    except YAMLError as exc:
         raise PipelineError(f"{path}: not valid YAML: {exc}") from None
     return validate_params(raw)

@@ -6,10 +6,13 @@ says that `data.source=sample` works offline. The FMP key is never printed.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,10 @@ import requests
 
 from lib.cli import redact, register_secret
 from lib.errors import PipelineError
+from lib.tables import COLUMNS, PRICE_COLUMNS
 
 log = logging.getLogger(__name__)
 
-PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
-COLUMNS = ["date", "ticker", *PRICE_COLUMNS]
 OFFLINE_HINT = "offline? set data.source=sample (bundled prices) or data.source=csv"
 DATE_CELL = r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?([+-]\d{2}:?\d{2})?)?"  # date, or timestamp (history())
 _HEADER_ALIASES = {"adj close": "adj_close", "adjclose": "adj_close", "adj_close": "adj_close"}
@@ -42,7 +44,7 @@ def _with_retries(what: str, call: Callable[[], Any], retries: int, backoff_s: f
             if attempt == retries:
                 raise
             wait = backoff_s * 2**attempt
-            log.warning("%s failed (%s), retry %d/%d in %.1fs", what, type(exc).__name__, attempt + 1, retries, wait)
+            log.warning("%s failed (%s), retry %d/%d in %.1fs", what, exc, attempt + 1, retries, wait)
             _sleep(wait)
     raise AssertionError("unreachable")
 
@@ -67,7 +69,8 @@ def parse_price_csv(path: Path, ticker: str) -> pd.DataFrame:
     if "date" not in raw.columns and raw.columns[0] in ("price", "unnamed:_0", ""):
         raw = raw.rename(columns={raw.columns[0]: "date"})
     if "adj_close" not in raw.columns and "close" in raw.columns:
-        log.warning("%s: no adj_close column; using close (returns then exclude dividends)", path)
+        log.warning("%s: no adj_close column; close is used as given (if it is not dividend-adjusted, "
+                    "returns exclude dividends)", path)
         raw["adj_close"] = raw["close"]
     missing = [c for c in ["date", *PRICE_COLUMNS] if c not in raw.columns]
     if missing:
@@ -138,6 +141,34 @@ def normalize_yfinance(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     return out.drop_duplicates("date", keep="last").sort_values("date").reset_index(drop=True)
 
 
+class _ToDebug(logging.Handler):
+    """Re-emits another library's log records on our logger at DEBUG level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("yfinance: %s", record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_yfinance() -> Iterator[None]:
+    """yfinance reports a failed download with many log lines, prints and pandas warnings;
+    send them all to DEBUG, so the user sees one clear message (ours)."""
+    yf_log = logging.getLogger("yfinance")
+    saved = yf_log.handlers[:], yf_log.propagate
+    yf_log.handlers[:], yf_log.propagate = [_ToDebug()], False
+    printed = io.StringIO()
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed), \
+                contextlib.redirect_stderr(printed):
+            warnings.simplefilter("always")
+            yield
+    finally:
+        yf_log.handlers[:], yf_log.propagate = saved
+        for w in locals().get("caught") or []:
+            log.debug("yfinance warning: %s", w.message)
+        for line in printed.getvalue().splitlines():
+            log.debug("yfinance printed: %s", line)
+
+
 def from_yfinance(tickers: list[str], start: str | None, end: str | None, cfg: dict[str, Any]) -> dict[str, pd.DataFrame]:
     import yfinance as yf  # slow import: only when this provider is chosen
 
@@ -145,10 +176,11 @@ def from_yfinance(tickers: list[str], start: str | None, end: str | None, cfg: d
     out = {}
     for ticker in tickers:
         def call(t: str = ticker) -> pd.DataFrame:
-            df = yf.download(t, start=start, end=end_excl, auto_adjust=False, multi_level_index=False,
-                             progress=False, threads=False, timeout=cfg["timeout_s"])
+            with _quiet_yfinance():
+                df = yf.download(t, start=start, end=end_excl, auto_adjust=False, multi_level_index=False,
+                                 progress=False, threads=False, timeout=cfg["timeout_s"])
             if df is None or df.empty:
-                raise _EmptyDownload(t)
+                raise _EmptyDownload("empty response")
             return df
 
         try:
@@ -162,7 +194,7 @@ def from_yfinance(tickers: list[str], start: str | None, end: str | None, cfg: d
 
 
 class _EmptyDownload(Exception):
-    pass
+    """yfinance's way of failing: an empty frame."""
 
 
 # ---------------------------------------------------------------------------- FMP
@@ -183,7 +215,7 @@ def fmp_key(env_file: Path = Path(".env")) -> str:
 
 
 class _Retryable(Exception):
-    pass
+    """A failure worth retrying; its message says what happened (`ConnectionError`, `HTTP 503`)."""
 
 
 def _fmp_get(session: requests.Session, path: str, query: dict[str, str], key: str, ticker: str,

@@ -37,3 +37,11 @@ def decision_days(dates: pd.DatetimeIndex, rebalance: str) -> np.ndarray:
     nxt = pd.DatetimeIndex([np.busday_offset(dates[-1].date(), 1, roll="forward")])
     last_key = _period(dates[-1:].append(nxt), rebalance)
     return np.concatenate([key[:-1] != key[1:], [last_key[0] != last_key[1]]])
+
+
+def execution_date(as_of: pd.Timestamp, fill: str) -> pd.Timestamp:
+    """When orders decided at the close of `as_of` execute: that close, or the next weekday's open
+    (exchange holidays are not known here: the fill is then the first session after it)."""
+    if fill == "close":
+        return pd.Timestamp(as_of)
+    return pd.Timestamp(np.busday_offset(pd.Timestamp(as_of).date(), 1, roll="forward"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import logging
 import math
 import os
@@ -18,7 +19,7 @@ from torch import nn
 
 from lib.dataset import Panel, windows
 from lib.errors import PipelineError
-from lib.io import atomic_path
+from lib.io import write_bytes
 from lib.models import build_model
 from lib.walk_forward import Fold
 
@@ -163,8 +164,9 @@ def train_fold(panel: Panel, fold: Fold, params: dict[str, Any], device: torch.d
                on_epoch: Callable[[EpochLog], None]) -> dict[str, Any]:
     """Scale on the fold's fit rows, train, and return a self-describing checkpoint."""
     tcfg, mcfg = params["train"], params["model"]
-    fit_idx = panel.rows(fold.fit_start, fold.fit_end, labelled=True, stride=tcfg["sample_stride"])
-    val_idx = panel.rows(fold.val_start, fold.val_end, labelled=True)
+    fit_idx = panel.rows(fold.fit_start, fold.fit_end, labelled=True, stride=tcfg["sample_stride"],
+                         labels_before=fold.val_start)
+    val_idx = panel.rows(fold.val_start, fold.val_end, labelled=True, labels_before=fold.labels_before)
     if len(fit_idx) == 0 or len(val_idx) == 0:
         raise PipelineError(f"train: {fold.name} has {len(fit_idx)} training and {len(val_idx)} validation samples; "
                             "lower model.seq_len or walk_forward.folds")
@@ -191,17 +193,40 @@ def train_fold(panel: Panel, fold: Fold, params: dict[str, Any], device: torch.d
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    """Serialise in memory, then write atomically: torch.save names the archive after the file it
+    writes to, so saving straight to a temporary file would put a random name in the bytes."""
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    write_bytes(buffer.getvalue(), path)
 
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint written by `save_checkpoint`; a missing, truncated or foreign file is one clear error."""
     if not path.exists():
         raise PipelineError(f"{path}: model not found (run the train stage)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(ckpt["model"], len(ckpt["features"]))
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_model(ckpt["model"], len(ckpt["features"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged archive
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"{path}: not a readable model checkpoint ({reason}); rerun the train stage "
+                            "(dvc repro -f train)") from None
     return model, ckpt
+
+
+def check_checkpoint(ckpt: dict[str, Any], path: Path, params: dict[str, Any], data_hash: str) -> None:
+    """The model must come from the params and data that the caller reads, or its predictions mean nothing."""
+    for section in ("features", "walk_forward", "model", "train"):
+        saved, now = ckpt["params"].get(section, {}), params[section]
+        for key in now:
+            if saved.get(key) != now[key]:
+                raise PipelineError(
+                    f"{path} was trained with {section}.{key}={saved.get(key)!r} but params.yaml has {now[key]!r}; "
+                    "retrain (dvc repro), or restore the params it was trained with")
+    if ckpt["data_hash"] != data_hash:
+        raise PipelineError(f"{path} was trained on other features (sha256 {ckpt['data_hash'][:12]}..., "
+                            f"the file now has {data_hash[:12]}...); retrain (dvc repro)")
 
 
 def predict_rows(model: nn.Module, ckpt: dict[str, Any], panel: Panel, rows: np.ndarray) -> np.ndarray:

@@ -1,14 +1,15 @@
-"""Data checks per ticker, with a `fail` or `repair` policy and a full list of findings."""
+"""Data checks per ticker, vectorised over the long table, with a `fail` or `repair` policy and a full list
+of findings (ticker, date, column, rule, detail, action)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lib.errors import PipelineError
-from lib.providers import COLUMNS, PRICE_COLUMNS
+from lib.tables import COLUMNS, PRICE_COLUMNS
 
 PRICES = ["open", "high", "low", "close", "adj_close"]
 
@@ -17,9 +18,34 @@ PRICES = ["open", "high", "low", "close", "adj_close"]
 class Finding:
     ticker: str
     date: str | None
+    column: str | None = field(default=None, kw_only=True)  # the column(s) the rule looked at, comma-separated
     rule: str
     detail: str
-    action: str  # what repair did ("dropped row", "clamped", ...) or "kept" / "fatal"
+    # What was done: under `repair` the repair ("dropped row", "clamped high", "set to 0", ...) or
+    # "kept"; under `fail` nothing is changed, so "none (policy fail; repair would ...)"; "fatal"
+    # under either policy where no repair exists (an empty or missing ticker).
+    action: str
+
+
+# rule -> (action under `repair`, what repair would do, said under `fail`)
+_ACTIONS = {
+    "unsorted_dates": ("sorted", "sort the dates"),
+    "duplicate_date": ("dropped earlier copy", "drop earlier copy"),
+    "nan": ("dropped row", "drop row"),
+    "non_positive_price": ("dropped row", "drop row"),
+    "ohlc_high": ("clamped high", "clamp high"),
+    "ohlc_low": ("clamped low", "clamp low"),
+    "negative_volume": ("set to 0", "set volume to 0"),
+    "kept": ("kept", "keep it"),
+}
+# The order of the findings of one ticker (the order in which the checks run).
+_ORDER = ["unsorted_dates", "duplicate_date", "nan", "non_positive_price", "ohlc_high", "ohlc_low", "negative_volume",
+          "gap", "one_day_move", "stale_close", "empty"]
+
+
+def _action(key: str, policy: str) -> str:
+    done, would = _ACTIONS[key]
+    return done if policy == "repair" else f"none (policy {policy}; repair would {would})"
 
 
 def check_schema(df: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -44,78 +70,150 @@ def check_schema(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return out
 
 
-def _day(ts: Any) -> str:
-    return pd.Timestamp(ts).date().isoformat()
+def _days(dates: np.ndarray) -> np.ndarray:
+    """datetime64 values -> 'YYYY-MM-DD' strings, for many rows at once."""
+    return np.datetime_as_string(dates.astype("datetime64[D]"), unit="D")
 
 
-def _flag(findings: list[Finding], g: pd.DataFrame, mask: np.ndarray, ticker: str, rule: str,
-          detail: Any, action: str) -> None:
-    for i in np.flatnonzero(mask):
-        findings.append(Finding(ticker, _day(g["date"].iloc[i]), rule, detail(i) if callable(detail) else detail, action))
+def _columns(bad: np.ndarray, names: list[str]) -> list[str]:
+    """For each row of a boolean (rows x columns) array: the names of its True columns, comma-separated."""
+    return [",".join(n for n, b in zip(names, row, strict=True) if b) for row in bad]
 
 
-def _check_ticker(g: pd.DataFrame, ticker: str, cfg: dict[str, Any], findings: list[Finding]) -> pd.DataFrame:
-    g = g.reset_index(drop=True)
-    if not g["date"].is_monotonic_increasing:
-        findings.append(Finding(ticker, None, "unsorted_dates", "dates are not in ascending order", "sorted"))
-        g = g.sort_values("date", kind="stable").reset_index(drop=True)
-    dup = g["date"].duplicated(keep="last").to_numpy()
-    _flag(findings, g, dup, ticker, "duplicate_date", "date appears more than once", "dropped earlier copy")
-    g = g[~dup].reset_index(drop=True)
+class _Collector:
+    """Findings of every ticker at once, put back in the per-ticker order of the checks at the end."""
 
-    nan = g[PRICE_COLUMNS].isna().any(axis=1).to_numpy()
-    _flag(findings, g, nan, ticker, "nan", lambda i: f"missing {list(g[PRICE_COLUMNS].columns[g[PRICE_COLUMNS].iloc[i].isna()])}",
-          "dropped row")
-    nonpos = (~nan) & (g[PRICES] <= 0).any(axis=1).to_numpy()
-    _flag(findings, g, nonpos, ticker, "non_positive_price", "a price is <= 0", "dropped row")
-    g = g[~(nan | nonpos)].reset_index(drop=True)
+    def __init__(self) -> None:
+        self.parts: list[dict[str, Any]] = []
 
-    tol = cfg["ohlc_tolerance"]
-    top = np.maximum(g["open"], g["close"])
-    bottom = np.minimum(g["open"], g["close"])
-    high_bad = (g["high"] < top * (1 - tol)).to_numpy()
-    low_bad = (g["low"] > bottom * (1 + tol)).to_numpy()
-    _flag(findings, g, high_bad, ticker, "ohlc_bounds", lambda i: f"high {g['high'].iloc[i]} < max(open, close) {top.iloc[i]}",
-          "clamped high")
-    _flag(findings, g, low_bad, ticker, "ohlc_bounds", lambda i: f"low {g['low'].iloc[i]} > min(open, close) {bottom.iloc[i]}",
-          "clamped low")
-    g["high"] = np.where(high_bad, top, g["high"])
-    g["low"] = np.where(low_bad, bottom, g["low"])
-    neg_vol = (g["volume"] < 0).to_numpy()
-    _flag(findings, g, neg_vol, ticker, "negative_volume", lambda i: f"volume {g['volume'].iloc[i]}", "set to 0")
-    g["volume"] = np.where(neg_vol, 0.0, g["volume"])
+    def add(self, step: str, rule: str, codes: np.ndarray, rows: np.ndarray, dates: np.ndarray | None,
+            columns: list[str] | str | None, details: list[str] | str, action: str) -> None:
+        """One finding per element of `codes` (ticker codes) and `rows` (positions in the sorted table);
+        `step` places them among the checks (see _ORDER)."""
+        n = len(codes)
+        if n:
+            self.parts.append({"rank": _ORDER.index(step), "rule": rule, "codes": codes, "rows": rows,
+                               "days": _days(dates) if dates is not None else [None] * n,
+                               "columns": columns if isinstance(columns, list) else [columns] * n,
+                               "details": details if isinstance(details, list) else [details] * n, "action": action})
 
-    # Suspicious but not repairable: kept under `repair`, fatal under `fail`.
-    days = g["date"].to_numpy().astype("datetime64[D]")
-    missing_sessions = np.busday_count(days[:-1], days[1:]) - 1
-    gap = np.concatenate([[False], missing_sessions > cfg["max_gap_sessions"]])
-    _flag(findings, g, gap, ticker, "gap", lambda i: f"{missing_sessions[i - 1]} weekdays missing before this date", "kept")
-    move = g["adj_close"].pct_change().abs().to_numpy()
-    big = np.nan_to_num(move) > cfg["max_move"]
-    _flag(findings, g, big, ticker, "one_day_move",
-          lambda i: f"|move| {move[i]:.3f} > validate.max_move {cfg['max_move']} (unadjusted split?)", "kept")
-    close = g["close"].to_numpy()
-    same = np.concatenate([[False], close[1:] == close[:-1]])
-    run_id = np.cumsum(~same)
-    run_len = np.bincount(run_id)[run_id]
-    run_end = np.concatenate([run_id[1:] != run_id[:-1], [True]])
-    stale = run_end & (run_len >= cfg["max_stale_run"])
-    _flag(findings, g, stale, ticker, "stale_close", lambda i: f"{run_len[i]} identical closes ending here", "kept")
-    if g.empty:
-        findings.append(Finding(ticker, None, "empty", "no usable rows", "fatal"))
-    return g
+    def findings(self, tickers: Any) -> list[Finding]:
+        if not self.parts:
+            return []
+        cat = {k: np.concatenate([p[k] for p in self.parts]) for k in ("codes", "rows")}
+        rank = np.concatenate([np.full(len(p["codes"]), p["rank"]) for p in self.parts])
+        flat = {k: [x for p in self.parts for x in p[k]] for k in ("days", "columns", "details")}
+        rule = [p["rule"] for p in self.parts for _ in range(len(p["codes"]))]
+        action = [p["action"] for p in self.parts for _ in range(len(p["codes"]))]
+        return [Finding(tickers[cat["codes"][i]], None if flat["days"][i] is None else str(flat["days"][i]),
+                        column=flat["columns"][i], rule=rule[i], detail=flat["details"][i], action=action[i])
+                for i in np.lexsort((cat["rows"], rank, cat["codes"]))]
 
 
 def validate_prices(df: pd.DataFrame, cfg: dict[str, Any], tickers: list[str]) -> tuple[pd.DataFrame, list[Finding]]:
-    """Run every check per ticker. Under `fail` any finding is fatal; under `repair` only the
-    unrepairable ones (an empty ticker) are. Returns the cleaned table and the findings."""
-    findings: list[Finding] = []
-    absent = [t for t in tickers if t not in set(df["ticker"])]
-    for t in absent:
-        findings.append(Finding(t, None, "missing_ticker", "no rows for this ticker", "fatal"))
-    parts = [_check_ticker(g, t, cfg, findings) for t, g in df.groupby("ticker", sort=False)]
-    clean = pd.concat(parts, ignore_index=True) if parts else df.iloc[:0]
-    return clean[COLUMNS], findings
+    """Run every check on every ticker at once (one pass over the long table, segment boundaries
+    per ticker). Under `fail` any finding is fatal and its action says what `repair` would do;
+    under `repair` only the unrepairable ones (an empty or missing ticker) are. Returns the
+    cleaned (repaired) table, sorted by ticker (in order of first appearance) then date, and the
+    findings, per ticker in the order of the checks."""
+    policy = cfg["policy"]
+    present = set(df["ticker"].dropna().unique())
+    findings = [Finding(t, None, "missing_ticker", "no rows for this ticker", "fatal") for t in tickers
+                if t not in present]
+    codes, names = pd.factorize(df["ticker"], sort=False)  # order of first appearance, as groupby(sort=False)
+    keep = codes >= 0
+    if not keep.any():
+        return df.iloc[:0][COLUMNS], findings
+    table = df.loc[keep, COLUMNS] if not keep.all() else df[COLUMNS]
+    codes = codes[keep]
+    dates = table["date"].to_numpy()
+    found = _Collector()
+
+    # Sort by ticker, then date (stable: equal dates keep their order, the last copy wins).
+    by_ticker = np.argsort(codes, kind="stable")
+    c, d = codes[by_ticker], dates[by_ticker]
+    back = np.flatnonzero((c[1:] == c[:-1]) & (d[1:] < d[:-1]))
+    unsorted = np.unique(c[1:][back])
+    found.add("unsorted_dates", "unsorted_dates", unsorted, np.zeros(len(unsorted), dtype=np.int64), None, None,
+              "dates are not in ascending order", _action("unsorted_dates", policy))
+    order = np.lexsort((dates, codes)) if len(unsorted) else by_ticker
+    s = table.take(order).reset_index(drop=True)
+    code, date = codes[order], dates[order]
+    n = len(s)
+    pos = np.arange(n)
+
+    dup = np.zeros(n, dtype=bool)
+    dup[:-1] = (code[:-1] == code[1:]) & (date[:-1] == date[1:])
+    found.add("duplicate_date", "duplicate_date", code[dup], pos[dup], date[dup], None, "date appears more than once",
+              _action("duplicate_date", policy))
+
+    values = s[PRICE_COLUMNS].to_numpy(dtype=float)
+    isnan = np.isnan(values)
+    nan = isnan.any(axis=1) & ~dup
+    cols = _columns(isnan[nan], PRICE_COLUMNS)
+    found.add("nan", "nan", code[nan], pos[nan], date[nan], cols, [f"missing {c.split(',')}" for c in cols],
+              _action("nan", policy))
+    nonpos_cells = values[:, : len(PRICES)] <= 0
+    nonpos = nonpos_cells.any(axis=1) & ~nan & ~dup
+    found.add("non_positive_price", "non_positive_price", code[nonpos], pos[nonpos], date[nonpos],
+              _columns(nonpos_cells[nonpos], PRICES), "a price is <= 0", _action("non_positive_price", policy))
+
+    ok = ~(dup | nan | nonpos)
+    s, code, date, pos = s[ok].reset_index(drop=True), code[ok], date[ok], pos[ok]
+    first = np.ones(len(s), dtype=bool)
+    first[1:] = code[1:] != code[:-1]
+
+    tol = cfg["ohlc_tolerance"]
+    high, low = s["high"].to_numpy(), s["low"].to_numpy()
+    top = np.maximum(s["open"].to_numpy(), s["close"].to_numpy())
+    bottom = np.minimum(s["open"].to_numpy(), s["close"].to_numpy())
+    high_bad = high < top * (1 - tol)
+    low_bad = low > bottom * (1 + tol)
+    found.add("ohlc_high", "ohlc_bounds", code[high_bad], pos[high_bad], date[high_bad], "high",
+              [f"high {h} < max(open, close) {t}" for h, t in zip(high[high_bad], top[high_bad], strict=True)],
+              _action("ohlc_high", policy))
+    found.add("ohlc_low", "ohlc_bounds", code[low_bad], pos[low_bad], date[low_bad], "low",
+              [f"low {lo} > min(open, close) {b}" for lo, b in zip(low[low_bad], bottom[low_bad], strict=True)],
+              _action("ohlc_low", policy))
+    s["high"] = np.where(high_bad, top, high)
+    s["low"] = np.where(low_bad, bottom, low)
+    volume = s["volume"].to_numpy()
+    neg_vol = volume < 0
+    found.add("negative_volume", "negative_volume", code[neg_vol], pos[neg_vol], date[neg_vol], "volume",
+              [f"volume {v}" for v in volume[neg_vol]], _action("negative_volume", policy))
+    s["volume"] = np.where(neg_vol, 0.0, volume)
+
+    # Suspicious but not repairable: kept under `repair`, fatal under `fail`.
+    kept = _action("kept", policy)
+    days = date.astype("datetime64[D]")
+    missing_sessions = np.zeros(len(s), dtype=np.int64)
+    missing_sessions[1:] = np.busday_count(days[:-1], days[1:]) - 1
+    gap = ~first & (missing_sessions > cfg["max_gap_sessions"])
+    found.add("gap", "gap", code[gap], pos[gap], date[gap], None,
+              [f"{m} weekdays missing before this date" for m in missing_sessions[gap]], kept)
+    adj = s["adj_close"].to_numpy()
+    prev = np.full_like(adj, np.nan)
+    prev[1:] = adj[:-1]
+    prev[first] = np.nan
+    move = np.abs(adj / prev - 1)
+    big = np.nan_to_num(move) > cfg["max_move"]
+    found.add("one_day_move", "one_day_move", code[big], pos[big], date[big], "adj_close",
+              [f"|move| {m:.3f} > validate.max_move {cfg['max_move']} (unadjusted split?)" for m in move[big]], kept)
+    close = s["close"].to_numpy()
+    same = np.zeros(len(s), dtype=bool)
+    same[1:] = close[1:] == close[:-1]
+    same &= ~first
+    run_id = np.cumsum(~same)
+    run_len = np.bincount(run_id)[run_id]
+    run_end = np.ones(len(s), dtype=bool)
+    run_end[:-1] = run_id[1:] != run_id[:-1]
+    stale = run_end & (run_len >= cfg["max_stale_run"])
+    found.add("stale_close", "stale_close", code[stale], pos[stale], date[stale], "close",
+              [f"{r} identical closes ending here" for r in run_len[stale]], kept)
+
+    empty = np.setdiff1d(np.arange(len(names)), code)
+    found.add("empty", "empty", empty, np.zeros(len(empty), dtype=np.int64), None, None, "no usable rows", "fatal")
+    return s[COLUMNS], findings + found.findings(names)
 
 
 def fatal_findings(findings: list[Finding], policy: str) -> list[Finding]:
@@ -124,10 +222,12 @@ def fatal_findings(findings: list[Finding], policy: str) -> list[Finding]:
 
 def report(df_in: pd.DataFrame, clean: pd.DataFrame, findings: list[Finding], policy: str) -> dict[str, Any]:
     fatal = fatal_findings(findings, policy)
-    per_ticker = {}
-    for t, g in clean.groupby("ticker", sort=False):
-        per_ticker[t] = {"rows_in": int((df_in["ticker"] == t).sum()), "rows_out": len(g),
-                         "first": _day(g["date"].min()), "last": _day(g["date"].max())}
+    dates = clean.groupby("ticker", sort=False)["date"]
+    rows_out, first, last = dates.size(), dates.min(), dates.max()
+    rows_in = df_in["ticker"].value_counts().reindex(rows_out.index, fill_value=0)
+    per_ticker = {t: {"rows_in": int(n_in), "rows_out": int(n_out), "first": str(a), "last": str(b)}
+                  for t, n_in, n_out, a, b in zip(rows_out.index, rows_in.to_numpy(), rows_out.to_numpy(),
+                                                  _days(first.to_numpy()), _days(last.to_numpy()), strict=True)}
     counts: dict[str, int] = {}
     for f in findings:
         counts[f.rule] = counts.get(f.rule, 0) + 1
@@ -136,8 +236,9 @@ def report(df_in: pd.DataFrame, clean: pd.DataFrame, findings: list[Finding], po
 
 
 def failure_message(fatal: list[Finding], report_path: str) -> str:
+    """One line naming the first fatal finding's ticker, date and column (where it has them) and rule."""
     first = fatal[0]
-    where = f"{first.ticker} {first.date}" if first.date else first.ticker
+    where = " ".join(str(x) for x in (first.ticker, first.date, first.column) if x)
     more = f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""
     return (f"validation failed: {where} rule={first.rule}: {first.detail}{more}; all findings in {report_path}; "
             "validate.policy=repair fixes what can be fixed")

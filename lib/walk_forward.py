@@ -16,7 +16,9 @@ MIN_VAL_SESSIONS = 5
 class Fold:
     """Date bounds (inclusive, ISO strings). `fit` trains, `val` early-stops, `test` is out of sample.
 
-    name is `fold_00`, ... or `final` (all labelled data, no test window)."""
+    Anchor dates are bounded by the calendar; labels by their end date: a fit label must be
+    realised before `val_start`, a validation label before `labels_before` (the test start,
+    less the embargo). name is `fold_00`, ... or `final` (all labelled data, no test window)."""
 
     name: str
     fit_start: str
@@ -25,6 +27,7 @@ class Fold:
     val_end: str
     test_start: str | None = None
     test_end: str | None = None
+    labels_before: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,7 +38,7 @@ def _iso(ts: pd.Timestamp) -> str:
 
 
 def _train_val(name: str, sessions: pd.DatetimeIndex, last: int, cfg: dict[str, Any],
-               test: tuple[str, str] | None) -> Fold:
+               test: tuple[str, str, str] | None) -> Fold:
     """Split sessions [first, last] into fit and a purged validation tail."""
     first = max(0, last - cfg["train_sessions"] + 1) if cfg["window"] == "rolling" else 0
     n_val = max(MIN_VAL_SESSIONS, round(cfg["val_fraction"] * (last - first + 1)))
@@ -47,14 +50,15 @@ def _train_val(name: str, sessions: pd.DatetimeIndex, last: int, cfg: dict[str, 
             f"before {test[0] if test else 'the end'}; lower walk_forward.folds or walk_forward.test_sessions, "
             "or start the data earlier (data.start)")
     return Fold(name, _iso(sessions[first]), _iso(sessions[fit_end]), _iso(sessions[val_start]), _iso(sessions[last]),
-                *(test or (None, None)))
+                *(test or (None, None, None)))
 
 
 def make_folds(sessions: pd.DatetimeIndex, labelled_end: pd.Timestamp, cfg: dict[str, Any]) -> list[Fold]:
     """Test windows of `test_sessions` each, in sequence, ending at the last session.
 
-    Training dates for a fold end `purge + embargo` sessions before its test start, so no
-    training label (which looks `horizon <= purge` sessions ahead) reaches into the test.
+    Training anchor dates for a fold end `purge + embargo` sessions before its test start, and
+    every training label must be realised before the embargo that precedes the test start,
+    counted in each ticker's own sessions (a ticker with holes looks further ahead).
     The last entry is the `final` model's fold: every labelled session, no test window.
     """
     n, k, size = len(sessions), cfg["folds"], cfg["test_sessions"]
@@ -65,7 +69,7 @@ def make_folds(sessions: pd.DatetimeIndex, labelled_end: pd.Timestamp, cfg: dict
     folds = []
     for i in range(k):
         start = n - (k - i) * size
-        test = (_iso(sessions[start]), _iso(sessions[start + size - 1]))
+        test = (_iso(sessions[start]), _iso(sessions[start + size - 1]), _iso(sessions[start - cfg["embargo"]]))
         folds.append(_train_val(f"fold_{i:02d}", sessions, start - 1 - cfg["purge"] - cfg["embargo"], cfg, test))
     last_labelled = int(sessions.searchsorted(labelled_end, side="right")) - 1
     folds.append(_train_val("final", sessions, last_labelled, cfg, None))

@@ -5,7 +5,7 @@ from lib.backtest import run_backtest
 from lib.cli import path_args, run_stage
 from lib.io import read_table, write_csv
 from lib.params import load_params
-from lib.providers import COLUMNS
+from lib.tables import COLUMNS
 
 log = logging.getLogger("backtest")
 

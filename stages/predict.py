@@ -7,24 +7,33 @@ import pandas as pd
 from lib.cli import path_args, run_stage
 from lib.dataset import Panel
 from lib.errors import PipelineError
-from lib.features import LABEL
-from lib.io import read_table, write_csv, write_json
+from lib.io import file_sha256, read_table, write_csv, write_json
 from lib.params import load_params
-from lib.strategy import target_weights
-from lib.training import load_checkpoint, predict_rows
+from lib.strategy import decision_days, execution_date, target_weights
+from lib.tables import LABEL
+from lib.training import check_checkpoint, load_checkpoint, predict_rows
 
 log = logging.getLogger("predict")
 
 
 def main(argv: list[str]) -> None:
     args = path_args(argv, __doc__, "features", "models", "out", "signal")
-    rule = load_params()["backtest"]
+    params = load_params()
+    rule = params["backtest"]
     features = read_table(args.features, ["date", "ticker", LABEL])
-    fold_files = sorted(args.models.glob("fold_*.pt"))
-    if not fold_files:
-        raise PipelineError(f"{args.models}: no fold_*.pt models (run the train stage)")
-    models = [load_checkpoint(path) for path in [*fold_files, args.models / "final.pt"]]
-    panel = Panel.from_frame(features, models[0][1]["seq_len"])  # one train run: one window length
+    names = [f"fold_{i:02d}" for i in range(params["walk_forward"]["folds"])]
+    stale = sorted({p.stem for p in args.models.glob("fold_*.pt")} - set(names))
+    if stale:
+        raise PipelineError(f"{args.models}: model file(s) {stale} are not from walk_forward.folds="
+                            f"{len(names)}; retrain (dvc repro -f train)")
+    data_hash = file_sha256(args.features)
+    models = []
+    for name in [*names, "final"]:
+        path = args.models / f"{name}.pt"
+        model, ckpt = load_checkpoint(path)
+        check_checkpoint(ckpt, path, params, data_hash)
+        models.append((model, ckpt))
+    panel = Panel.from_frame(features, params["model"]["seq_len"])
     parts = []
     for i, (model, ckpt) in enumerate(models[:-1]):
         rows = panel.rows(ckpt["fold"]["test_start"], ckpt["fold"]["test_end"], labelled=False)
@@ -40,10 +49,12 @@ def main(argv: list[str]) -> None:
     signals = [{"ticker": str(t), "as_of": str(pd.Timestamp(d).date()), "predicted_return": float(p),
                 "target_weight": float(w), "portfolio_weight": float(w) / len(last)}
                for t, d, p, w in zip(panel.tickers[last], panel.dates[last], pred, weights, strict=True)]
-    as_of = max(s["as_of"] for s in signals)
-    write_json({"as_of": as_of, "model": "final", "horizon_sessions": ckpt["params"]["features"]["horizon"],
-                "signals": signals}, args.signal)
-    log.info("%d out-of-sample predictions over %d folds; signal as of %s", len(preds), len(fold_files), as_of)
+    as_of = pd.Timestamp(panel.dates[last].max())
+    write_json({"as_of": str(as_of.date()), "fill": rule["fill"],
+                "executes": str(execution_date(as_of, rule["fill"]).date()),
+                "scheduled_rebalance": bool(decision_days(pd.DatetimeIndex([as_of]), rule["rebalance"])[-1]),
+                "model": "final", "horizon_sessions": params["features"]["horizon"], "signals": signals}, args.signal)
+    log.info("%d out-of-sample predictions over %d folds; signal as of %s", len(preds), len(names), as_of.date())
 
 
 if __name__ == "__main__":

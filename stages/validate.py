@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
     if fatal:
         raise PipelineError(failure_message(fatal, str(args.report)))
     for f in findings:
-        log.warning("%s %s %s: %s -> %s", f.ticker, f.date, f.rule, f.detail, f.action)
+        log.warning("%s %s %s %s: %s -> %s", f.ticker, f.date, f.column or "-", f.rule, f.detail, f.action)
     write_csv(clean, args.out)
     log.info("%d rows passed, %d finding(s) repaired or kept", len(clean), len(findings))
 

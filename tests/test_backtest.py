@@ -4,7 +4,7 @@ import pytest
 
 from lib.backtest import order_rows, run_backtest, simulate
 from lib.strategy import decision_days
-from tests.conftest import ROOT, default_params, gbm_bars
+from tests.helpers import ROOT, default_params, gbm_bars
 
 # Equity of the peer bench's numpy reference simulator (shared/bench, agreeing with vectorbt and
 # backtrader) for the weekly SMA(50) strategy on tests/data/sp500.csv, 10 bps, 100,000 cash.
@@ -64,13 +64,29 @@ def test_run_backtest_books_and_costs():
     preds = _predictions(prices, prices["date"].iloc[100], 0.01)  # always long: same as buy-and-hold but weekly fills
     res = run_backtest(prices, preds, cfg, 5)
     eq = res.equity
-    assert eq["strategy"].iloc[0] == cfg["initial_cash"] == eq["benchmark"].iloc[0]
+    assert eq["strategy"].iloc[0] == cfg["initial_cash"] == eq["benchmark"].iloc[0] == eq["momentum"].iloc[0]
     assert set(res.trades["book"]) == {"strategy", "benchmark", "momentum"}
     bench = res.trades[res.trades["book"] == "benchmark"]
     assert len(bench) == 2 and (bench["date"] == eq["date"].iloc[1]).all()  # next open after day 0
     assert (res.weights["weight"].between(0, 1 + 1e-9)).all()
     flat = run_backtest(prices, _predictions(prices, prices["date"].iloc[100], -0.01), cfg, 5)
-    assert (flat.equity["strategy"] == cfg["initial_cash"]).all() and flat.equity["weight"].eq(0).all()
+    assert (flat.equity["strategy"] == cfg["initial_cash"]).all() and flat.equity["strategy_weight"].eq(0).all()
+
+
+@pytest.mark.parametrize("fill", ["next_open", "close"])
+@pytest.mark.parametrize("first_day", [100, 101, 102, 103, 104])
+def test_every_book_starts_on_the_strategy_first_fill(fill, first_day):
+    """Buy-and-hold enters on the strategy's first fill, whatever weekday predictions start on; momentum
+    cannot trade before it; the window opens at the close before it, with every book still in cash."""
+    cfg = {**default_params()["backtest"], "fill": fill}
+    prices = gbm_bars(300, ("A", "B"))
+    res = run_backtest(prices, _predictions(prices, prices["date"].iloc[first_day], 0.01), cfg, 5)
+    first = {b: g["date"].min() for b, g in res.trades.groupby("book")}
+    assert first["strategy"] == first["benchmark"] <= first["momentum"], first
+    eq = res.equity
+    assert eq["date"].iloc[1] == first["strategy"]
+    assert eq.loc[0, ["strategy", "benchmark", "momentum"]].eq(cfg["initial_cash"]).all()
+    np.testing.assert_allclose(eq["strategy"].iloc[:6], eq["benchmark"].iloc[:6], rtol=1e-12)  # both all in
 
 
 def test_costs_are_charged():

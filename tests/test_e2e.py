@@ -1,19 +1,16 @@
 """The real DVC pipeline in a temp copy of the repository, on a small config."""
-import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, small_params, write_params
-
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+from tests.helpers import ROOT, small_params, tool_env, write_params
 
 
 def _run(cwd, *cmd, ok=True):
-    env = {**os.environ, **GIT_ENV, "PIPELINE_QUIET": "1", "DVC_NO_ANALYTICS": "1"}
-    r = subprocess.run(list(cmd), check=False, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(list(cmd), check=False, cwd=cwd, capture_output=True, text=True, env=tool_env(), timeout=600)
     if ok:
         assert r.returncode == 0, f"{cmd}:\n{r.stdout}\n{r.stderr}"
     return r
@@ -27,7 +24,7 @@ def repo(tmp_path_factory):
     _run(repo, *dvc, "init", "-q")
     for item in ("stages", "lib", "data/sample", ".dvc/plots"):
         shutil.copytree(ROOT / item, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
-    for item in ("dvc.yaml", ".gitignore"):
+    for item in ("dvc.yaml", ".gitignore", ".dvc/config"):
         shutil.copy(ROOT / item, repo / item)
     write_params(repo, small_params())
     _run(repo, *dvc, "config", "core.analytics", "false")
@@ -44,14 +41,14 @@ def test_repro_writes_every_output(repo):
     for out in ("data/raw/prices.csv", "data/clean/prices.csv", "data/features.csv", "models/final.pt",
                 "models/fold_00.pt", "data/predictions.csv", "reports/signal.json", "reports/backtest/equity.csv",
                 "reports/backtest/trades.csv", "reports/metrics.json", "reports/plots/equity.png",
-                "reports/train/plots/metrics/fold_00/val_loss.tsv", "dvc.lock"):
+                "reports/train/curves.csv", "reports/train/metrics.json", "dvc.lock"):
         assert (path / out).exists(), out
     assert "Data and pipelines are up to date" in _run(path, *dvc, "status").stdout
 
 
 def test_experiment_reruns_train_onwards_only(repo):
     path, dvc = repo
-    r = _run(path, *dvc, "exp", "run", "-S", "model.hidden=4")
+    r = _run(path, *dvc, "exp", "run", "-S", "model.hidden=4", "-S", "train.lr=1e-5")  # DVC writes 1e-05 back
     text = r.stdout + r.stderr
     for stage in ("download", "validate", "featurize"):
         assert f"Stage '{stage}' didn't change, skipping" in text, stage
@@ -61,15 +58,57 @@ def test_experiment_reruns_train_onwards_only(repo):
     assert "strategy.total_return" in diff or "strategy.sharpe" in diff
 
 
-def test_bad_experiment_value_fails_naming_the_key(repo):
+def test_bad_experiment_value_fails_naming_the_key_and_the_documented_recovery_works(repo):
     path, dvc = repo
     r = _run(path, *dvc, "exp", "run", "-S", "model.hidden=abc", ok=False)
     assert r.returncode != 0
     assert "model.hidden must be an integer, got 'abc'" in r.stdout + r.stderr
+    readme = (ROOT / "README.md").read_text()
+    assert "git checkout params.yaml dvc.lock reports/" in readme and "dvc checkout" in readme
+    _run(path, "git", "checkout", "params.yaml", "dvc.lock", "reports/")
+    _run(path, *dvc, "checkout")
+    assert "Data and pipelines are up to date" in _run(path, *dvc, "status").stdout
+    assert _run(path, "git", "status", "--porcelain").stdout == ""
 
 
-def test_plots_render_with_a_date_axis(repo):
+def test_plots_page_is_utf8_with_one_colour_per_book_and_readable_training_curves(repo):
     path, dvc = repo
     _run(path, *dvc, "plots", "show", "-o", "plots_html")
-    html = (path / "plots_html" / "index.html").read_text()
-    assert '"temporal"' in html and "Equity after costs" in html
+    html = (path / "plots_html" / "index.html").read_text(encoding="utf-8")
+    assert '<meta charset="utf-8">' in html and "Equity after costs" in html and '"temporal"' in html
+    assert '"color": {"field": "field"' in html  # colour by book, not by revision
+    assert '"title": "equity"' in html and '"title": "y"' not in html
+    assert "Training curves" in html and '"facet": {"field": "model"' in html and '"format": "d"' in html
+
+
+def test_users_csv_folder_is_a_dependency(repo, tmp_path):
+    """An edited file in data.csv_dir reruns the pipeline (DVC templating puts the folder in deps)."""
+    path, dvc = repo
+    folder = tmp_path / "mycsv"
+    shutil.copytree(ROOT / "data" / "sample", folder)
+    p = small_params()
+    p["data"].update(source="csv", csv_dir=str(folder))
+    write_params(path, p)
+    _run(path, *dvc, "repro", "download")
+    assert "up to date" in _run(path, *dvc, "status", "download").stdout
+    with open(folder / "SPY.csv", "a") as f:
+        f.write("2024-09-13,560.0,563.0,559.0,562.0,562.0,1000000\n")
+    status = _run(path, *dvc, "status", "download").stdout
+    assert "changed deps" in status and str(folder) in status
+    write_params(path, small_params())
+
+
+def test_git_ignores_dvc_plots_output():
+    assert "dvc_plots/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_repro_benchmark_times_the_committed_config_with_this_python(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("repro_time", ROOT / "bench" / "repro_time.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    head = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert bench.committed_params() == head.stdout
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert bench.bench_env()["PATH"].split(":")[0] == str(Path(sys.executable).parent)

@@ -1,9 +1,14 @@
+import copy
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from lib.features import LABEL, build_features, feature_columns
-from tests.conftest import default_params, gbm_bars
+from lib.features import build_features, feature_columns
+from lib.providers import download
+from lib.tables import LABEL, LABEL_END
+from tests.helpers import ROOT, default_params, gbm_bars
 
 
 @pytest.fixture
@@ -69,3 +74,78 @@ def test_known_values(cfg):
     assert out.loc[t, "ret_21"] == pytest.approx(np.log(c[t] / c.loc[:t].iloc[-22]), rel=1e-12)
     assert -0.5 <= out["rsi"].min() and out["rsi"].max() <= 0.5
     assert out.loc[t, "dow_sin"] == pytest.approx(np.sin(2 * np.pi * t.dayofweek / 5))
+
+
+# --------------------------------------------------------------------------- golden references
+# Captured from the per-ticker (pre-vectorisation) build_features on the bundled sample: the
+# vectorised code must give the same bits (every float exactly equal, same columns and order).
+SAMPLE = ROOT / "data" / "sample"
+DEFAULT_FEATURES = {  # params.yaml's features section when the goldens were captured (pinned here)
+    "horizon": 5, "return_windows": [1, 5, 10, 21, 63], "sma_windows": [10, 50, 200], "ema_windows": [12, 26],
+    "rsi_window": 14, "macd_fast": 12, "macd_slow": 26, "macd_signal": 9, "bollinger_window": 20,
+    "bollinger_k": 2.0, "atr_window": 14, "vol_windows": [5, 21, 63], "volume_window": 21, "calendar": True}
+OTHER_FEATURES = {
+    "horizon": 3, "return_windows": [2, 7], "sma_windows": [5, 30], "ema_windows": [3, 40], "rsi_window": 9,
+    "macd_fast": 5, "macd_slow": 15, "macd_signal": 4, "bollinger_window": 10, "bollinger_k": 1.5,
+    "atr_window": 7, "vol_windows": [10], "volume_window": 10, "calendar": False}
+
+
+def sha(df: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest()
+
+
+def sample_prices(tickers: list[str], start: str | None, shuffle: bool = False) -> pd.DataFrame:
+    cfg = {"source": "sample", "tickers": tickers, "start": start, "end": None}
+    df = download(cfg, SAMPLE)
+    if shuffle:  # rows of all tickers interleaved in random order
+        df = df.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    return df
+
+
+GOLDEN = {
+    "default": {
+        "tickers": ["SPY", "QQQ", "TLT", "GLD"], "start": "2005-01-01", "shuffle": False, "cfg": DEFAULT_FEATURES,
+        "input_sha": "9d5ee5a0a92f151ee302449c4aae310ca9b9119d35e7a05acf07daf2b1fb0b51",
+        "shape": (19032, 28), "sha": "159d65d098db945ff0195404fd2d0b97757f94d43a5f82b2b3e6314cd6112a4b"},
+    "other": {
+        "tickers": ["TLT", "AAPL", "GLD", "IWM", "QQQ", "SPY"], "start": None, "shuffle": True, "cfg": OTHER_FEATURES,
+        "input_sha": "2b1a090ace2ce367fe1335552107a8d5511418f9baa5338c19a4cc339f394248",
+        "shape": (35073, 18), "sha": "76273f9e4642871134e1eb23201e17170f3a30232639d707f64519d22bf9ded2"},
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_identical_to_golden_reference(name):
+    g = GOLDEN[name]
+    prices = sample_prices(g["tickers"], g["start"], g["shuffle"])
+    assert sha(prices) == g["input_sha"], "the sample input itself changed (lib.providers or data/sample)"
+    out = build_features(prices, copy.deepcopy(g["cfg"]))
+    assert out.shape == g["shape"]
+    assert list(out.columns) == golden_columns(g["cfg"])
+    assert out["date"].dtype == prices["date"].dtype and out["ticker"].dtype == prices["ticker"].dtype
+    assert (out[feature_columns(out)].dtypes == np.float64).all() and out[LABEL].dtype == np.float64
+    assert out.index.equals(pd.RangeIndex(len(out)))
+    assert sha(out.drop(columns=LABEL_END)) == g["sha"]  # the golden hash predates the label end column
+
+
+def golden_columns(cfg) -> list[str]:
+    cols = ["date", "ticker", *(f"ret_{w}" for w in cfg["return_windows"]), *(f"sma_ratio_{w}" for w in cfg["sma_windows"]),
+            *(f"ema_ratio_{w}" for w in cfg["ema_windows"]), "rsi", "macd", "macd_signal", "macd_hist", "bollinger_pctb",
+            "atr", *(f"rvol_{w}" for w in cfg["vol_windows"]), "volume_z"]
+    if cfg["calendar"]:
+        cols += ["dow_sin", "dow_cos", "month_sin", "month_cos"]
+    return [*cols, LABEL, LABEL_END]
+
+
+def test_label_end_is_the_tickers_own_horizon_th_next_session(cfg):
+    """With holes in one ticker, its label ends later in calendar time than the other's."""
+    bars = gbm_bars(300, ("A", "B"))
+    holes = bars["date"].isin(bars["date"].unique()[[150, 151]]) & (bars["ticker"] == "B")
+    out = build_features(bars[~holes], cfg)
+    for ticker, g in out.groupby("ticker"):
+        dates = bars.loc[~holes & (bars["ticker"] == ticker), "date"].reset_index(drop=True)
+        pos = dates.searchsorted(g["date"])
+        known = pos + cfg["horizon"] < len(dates)
+        expected = dates.reindex(pos[known] + cfg["horizon"]).to_numpy()
+        assert (g[LABEL_END].to_numpy()[known] == expected).all() and g[LABEL_END][~known].isna().all()
+        assert g[LABEL].notna().to_numpy().tolist() == known.tolist()

@@ -40,13 +40,52 @@ def test_active_significance_and_identical_curves():
     assert same.values["pvalue"] is None and same.reasons["pvalue"] == "identical returns"
 
 
-def test_prediction_quality_uses_non_overlapping_dates():
+def _overlapping_panel(n_dates: int, tickers: int, seed: int, skill: float) -> pd.DataFrame:
+    """Weekly labels (sums of 5 daily returns, overlapping) and slow-moving predictions, each with a
+    factor common to all tickers, as with SPY and QQQ and a model that sees the market."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2020-01-01", periods=n_dates)
+    common = rng.normal(size=n_dates + 5)
+    view = np.convolve(rng.normal(size=n_dates + 9), np.ones(10), "valid")
+    parts = []
+    for k in range(tickers):
+        daily = common + 0.3 * rng.normal(size=n_dates + 5)
+        label = np.convolve(daily, np.ones(5), "valid")[1:]
+        parts.append(pd.DataFrame({"date": dates, "ticker": f"T{k}", "label": label,
+                                   "prediction": skill * label + view + rng.normal(size=n_dates)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_ic_uses_every_date_and_counts_dates_not_pairs():
+    one = _overlapping_panel(300, 1, 0, 0.3)
+    copies = pd.concat([one.assign(ticker=t) for t in "ABCD"], ignore_index=True)
+    a, b = prediction_quality(one, 5).values, prediction_quality(copies, 5).values
+    assert a["n"] == 300 and b["n"] == 1200 and a["n_dates"] == b["n_dates"] == 300  # no every-5th sampling
+    assert b["ic"] == pytest.approx(a["ic"]) and a["ic"] > 0.1
+    # four copies of one ticker carry the information of one: the standard error must not shrink by 2
+    assert b["ic_se"] == pytest.approx(a["ic_se"], rel=1e-9)
+    assert b["ic_pvalue"] == pytest.approx(a["ic_pvalue"], rel=1e-9)
+    assert b["directional_pvalue"] == pytest.approx(a["directional_pvalue"], rel=1e-9)
+
+
+def test_ic_standard_error_covers_correlated_tickers_and_overlap():
+    """Across many panels with no skill, the IC spreads as its standard error says (not sqrt(4) less)."""
+    ics, ses = [], []
+    for seed in range(60):
+        q = prediction_quality(_overlapping_panel(250, 4, seed, 0.0), 5).values
+        ics.append(q["ic"])
+        ses.append(q["ic_se"])
+    ratio = np.std(ics) / np.mean(ses)
+    assert 0.75 < ratio < 1.35, ratio
+
+
+def test_prediction_quality_known_and_degenerate_cases():
     dates = pd.bdate_range("2020-01-01", periods=100)
     y = np.sin(np.arange(100))
     df = pd.DataFrame({"date": dates, "ticker": "A", "prediction": y, "label": y})
     q = prediction_quality(df, 5)
-    assert q.values["n"] == 20
+    assert q.values["n"] == 100
     assert q.values["ic"] == pytest.approx(1.0) and q.values["directional_accuracy"] == 1.0
-    assert q.values["directional_pvalue"] < 1e-3
+    assert q.values["directional_pvalue"] < 1e-3 and q.values["ic_pvalue"] < 1e-3
     const = prediction_quality(df.assign(prediction=0.0), 5)
-    assert const.values["ic"] is None
+    assert const.values["ic"] is None and const.reasons["ic"]

@@ -3,7 +3,7 @@ import yaml
 
 from lib.errors import PipelineError
 from lib.params import load_params, validate_params
-from tests.conftest import ROOT, default_params
+from tests.helpers import ROOT, default_params
 
 
 def test_bundled_params_are_valid():
@@ -17,7 +17,8 @@ def test_bundled_params_are_valid():
     ("model", "hidden", 0, "model.hidden must be in [1, 4096], got 0"),
     ("features", "sma_windows", [10, -5], "features.sma_windows[1] must be in [2, 2520], got -5"),
     ("features", "rsi_window", -3, "features.rsi_window must be in [2, 2520], got -3"),
-    ("train", "lr", "1e-3", "write floats like 1.0e-3"),
+    ("train", "lr", "fast", "train.lr must be a number, got 'fast'"),
+    ("backtest", "initial_cash", 1.0e308, "backtest.initial_cash must be in [1.0, 1000000000000.0]"),
     ("train", "amp", "maybe", "train.amp must be one of ['auto', 'on', 'off']"),
     ("backtest", "allow_short", "yes", "backtest.allow_short must be true or false"),
     ("data", "tickers", [], "data.tickers must be a list of at least 1"),
@@ -77,3 +78,11 @@ def test_missing_or_broken_file(tmp_path):
     (tmp_path / "params.yaml").write_text("data: [unclosed")
     with pytest.raises(PipelineError, match="not valid YAML"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_small_floats_as_dvc_writes_them_are_floats(tmp_path):
+    """`dvc exp run -S train.lr=1e-5` writes `lr: 1e-05` back: YAML 1.2 reads a float, as DVC does."""
+    text = (ROOT / "params.yaml").read_text()
+    assert "lr: 1.0e-3" in text
+    (tmp_path / "params.yaml").write_text(text.replace("lr: 1.0e-3", "lr: 1e-05"))
+    assert load_params(tmp_path / "params.yaml")["train"]["lr"] == 1e-5

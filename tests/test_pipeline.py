@@ -1,5 +1,7 @@
 """The real stages, in-process and as processes, on a small config: look-ahead, determinism, failures."""
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 from lib.io import atomic_path
-from tests.conftest import ROOT, run_stages, small_params, stage_commands, write_params
+from tests.helpers import ROOT, run_stages, small_params, stage_commands, write_params
 
 AFTER_DOWNLOAD = ("validate", "featurize", "train", "predict", "backtest", "evaluate")
 
@@ -28,8 +30,6 @@ def base_run(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        import shutil
-
         shutil.copytree(ROOT / "data" / "sample", "data/sample")
         write_params(folder, small_params())
         run_stages("download", *AFTER_DOWNLOAD)
@@ -78,8 +78,6 @@ def test_outputs_cover_the_test_folds(base_run):
 @pytest.mark.parametrize("which", ["first day of fold 1", "middle of fold 0", "last day of fold 0"])
 def test_no_look_ahead_anywhere(base_run, tmp_path, which):
     """Change every price after T: no prediction, weight or equity value dated <= T may change."""
-    import shutil
-
     folds = base_run["folds"]
     dates = base_run["out"]["predictions"]["date"].drop_duplicates().sort_values().reset_index(drop=True)
     first1 = dates[dates == pd.Timestamp(folds[1]["test_start"])].index[0]
@@ -99,13 +97,99 @@ def test_no_look_ahead_anywhere(base_run, tmp_path, which):
         assert not base[base["date"] > later].equals(out[name][out[name]["date"] > later]), name
 
 
-def test_two_runs_are_bit_identical(base_run, tmp_path):
-    import shutil
+DETERMINISTIC = ["models/fold_00.pt", "models/fold_01.pt", "models/final.pt", "reports/train/metrics.json",
+                 "reports/train/curves.csv", "reports/signal.json", "reports/backtest/equity.csv",
+                 "reports/backtest/trades.csv", "reports/plots/drawdown.csv", "reports/plots/equity.png",
+                 "reports/plots/pred_vs_real.png"]
 
+
+def test_two_runs_are_bit_identical(base_run, tmp_path):
+    """Every output, model files and training metrics included (no timing, no temp-file name inside)."""
     shutil.copytree(base_run["folder"], tmp_path / "run")
+    before = {f: (tmp_path / "run" / f).read_bytes() for f in DETERMINISTIC}
     _, metrics, preds = _rerun_with(tmp_path / "run", base_run["raw"])
     assert preds == base_run["preds_text"]
     assert metrics == base_run["metrics"]
+    for f in DETERMINISTIC:
+        assert (tmp_path / "run" / f).read_bytes() == before[f], f
+
+
+def test_metrics_lead_with_the_verdict_and_training_keeps_what_users_compare(base_run):
+    metrics = json.loads(base_run["metrics"])
+    assert list(metrics)[:2] == ["vs_benchmark", "vs_momentum"]
+    train = json.loads((base_run["folder"] / "reports/train/metrics.json").read_text())
+    assert set(train) == {"fold_00", "fold_01", "final"}
+    assert all(set(v) == {"best_val_loss", "best_epoch"} for v in train.values())
+    curves = pd.read_csv(base_run["folder"] / "reports/train/curves.csv")
+    assert list(curves.columns) == ["model", "epoch", "train_loss", "val_loss", "lr"]
+    assert set(curves["model"]) == {"fold_00", "fold_01", "final"} and curves["epoch"].dtype.kind == "i"
+
+
+def test_signal_says_when_the_orders_execute(base_run):
+    sig = json.loads((base_run["folder"] / "reports/signal.json").read_text())
+    as_of, executes = pd.Timestamp(sig["as_of"]), pd.Timestamp(sig["executes"])
+    assert sig["fill"] == "next_open" and executes.dayofweek < 5 and 1 <= (executes - as_of).days <= 3
+    assert sig["scheduled_rebalance"] == (as_of.dayofweek == 4)  # data end on a Friday: a weekly decision
+
+
+def test_train_owns_its_folders(base_run, tmp_path, monkeypatch):
+    """Files left by a run with more folds do not survive a new training run."""
+    shutil.copytree(base_run["folder"], tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "run")
+    shutil.copy("models/fold_01.pt", "models/fold_05.pt")
+    Path("reports/train/fold_05").mkdir()
+    run_stages("train")
+    assert sorted(p.name for p in Path("models").iterdir()) == ["final.pt", "fold_00.pt", "fold_01.pt"]
+    assert sorted(p.name for p in Path("reports/train").iterdir()) == ["curves.csv", "metrics.json"]
+
+
+def test_predict_refuses_models_from_another_config_or_data(base_run, tmp_path, monkeypatch):
+    from lib.errors import PipelineError
+
+    shutil.copytree(base_run["folder"], tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "run")
+    shutil.copy("models/fold_01.pt", "models/fold_05.pt")
+    with pytest.raises(PipelineError, match=r"model file\(s\) \['fold_05'\] are not from walk_forward.folds=2"):
+        run_stages("predict")
+    Path("models/fold_05.pt").unlink()
+    p = small_params()
+    p["model"]["hidden"] = 16
+    write_params(Path("."), p)
+    with pytest.raises(PipelineError, match="models/fold_00.pt was trained with model.hidden=8 but params.yaml has 16"):
+        run_stages("predict")
+    write_params(Path("."), small_params())
+    Path("data/features.csv").write_text(Path("data/features.csv").read_text() + "\n")
+    with pytest.raises(PipelineError, match="models/fold_00.pt was trained on other features"):
+        run_stages("predict")
+
+
+def test_evaluate_writes_all_of_its_outputs_or_none(base_run, tmp_path, monkeypatch):
+    from lib import plots
+
+    shutil.copytree(base_run["folder"], tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "run")
+    Path("reports/metrics.json").unlink()
+    shutil.rmtree("reports/plots")
+
+    def broken(*args, **kwargs):
+        raise OverflowError("matplotlib cannot draw this")
+
+    monkeypatch.setattr(plots, "scatter", broken)
+    with pytest.raises(OverflowError):
+        run_stages("evaluate")
+    assert not Path("reports/metrics.json").exists() and not Path("reports/plots").exists()
+
+
+def test_evaluate_prints_a_short_table_and_the_verdict(base_run, tmp_path, monkeypatch, capsys):
+    shutil.copytree(base_run["folder"], tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "run")
+    run_stages("evaluate")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["book", "total", "CAGR", "Sharpe", "(p)", "max", "DD", "trades"]
+    assert [line.split()[0] for line in lines[1:4]] == ["strategy", "buy-and-hold", "momentum"]
+    assert len({len(line) for line in lines[:4]}) == 1  # aligned columns
+    assert lines[4].startswith("IC ") and lines[-1].startswith("verdict: ")
+    assert "e-" not in "\n".join(lines) and all(len(line) < 160 for line in lines)
 
 
 # ---------------------------------------------------------------------------- failures as a user sees them
@@ -155,7 +239,7 @@ def test_nan_in_data_fails_validation_with_report(workdir):
     raw.to_csv(workdir / "data/raw/prices.csv", index=False)
     r = _stage("validate", workdir)
     assert r.returncode == 1
-    assert f"validation failed: {raw.loc[40, 'ticker']} {raw.loc[40, 'date']} rule=nan" in r.stderr
+    assert f"validation failed: {raw.loc[40, 'ticker']} {raw.loc[40, 'date']} close rule=nan" in r.stderr
     assert not (workdir / "data/clean/prices.csv").exists() and (workdir / "reports/validation.json").exists()
 
 
@@ -174,8 +258,6 @@ def test_fmp_missing_key_and_network_error_never_leak_the_key(workdir):
 
 
 def test_missing_model_is_a_clear_error(base_run, tmp_path, monkeypatch):
-    import shutil
-
     from lib.errors import PipelineError
 
     shutil.copytree(base_run["folder"], tmp_path / "run")

@@ -10,7 +10,7 @@ from lib import providers
 from lib.cli import redact
 from lib.errors import PipelineError
 from lib.providers import COLUMNS, download, normalize_yfinance, parse_price_csv
-from tests.conftest import ROOT, default_params
+from tests.helpers import ROOT, default_params
 
 KEY = "s3cr3t-KEY-123"
 ROWS = "2024-03-13,517.1,517.3,514.5,515.97,512.72,55104100\n2024-03-14,516.0,516.5,511.0,514.95,511.7,60000000\n"
@@ -113,6 +113,27 @@ def test_yfinance_download_uses_raw_prices_and_cuts_end(monkeypatch, cfg):
     df = download(cfg, ROOT / "data" / "sample")
     assert calls[0]["auto_adjust"] is False and calls[0]["end"] == "2024-03-14"  # yfinance's end is exclusive
     assert len(df) == 1 and df["ticker"].iloc[0] == "SPY"
+
+
+def test_yfinance_offline_noise_is_one_clear_message(monkeypatch, cfg, caplog, capsys):
+    """yfinance's own error lines, prints and warnings go to DEBUG; retries name the failure in plain words."""
+    import warnings
+
+    import yfinance
+
+    def noisy(t, **kw):
+        logging.getLogger("yfinance").error("Failed to get ticker '%s' reason: Could not resolve host", t)
+        print("1 Failed download:")
+        warnings.warn("pandas noise", FutureWarning, stacklevel=1)
+        return pd.DataFrame()
+
+    monkeypatch.setattr(yfinance, "download", noisy)
+    cfg.update(source="yfinance", retries=1)
+    with caplog.at_level(logging.WARNING), pytest.raises(PipelineError, match="yfinance returned no data"):
+        download(cfg, ROOT)
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    assert [r.getMessage() for r in caplog.records] == ["yfinance SPY failed (empty response), retry 1/1 in 0.0s"]
 
 
 def test_yfinance_empty_frame_retries_then_says_offline(monkeypatch, cfg, no_sleep):
@@ -218,3 +239,32 @@ def test_fmp_key_from_dotenv_is_sent_and_redacted(monkeypatch, cfg, tmp_path):
     download(cfg, ROOT)
     assert responses.calls[0].request.params["apikey"] == f"{KEY}-env"
     assert redact(f"url?apikey={KEY}-env") == "url?apikey=***"
+
+
+@responses.activate
+def test_fmp_key_is_redacted_in_every_encoding(monkeypatch, fmp):
+    """A key with `+ / =` comes back URL-encoded (either case), base64 or JSON-escaped: never shown."""
+    import base64
+    import re
+    from urllib.parse import quote, quote_plus
+
+    key = "Ab+c/D=e"
+    monkeypatch.setenv("FMP_API_KEY", key)
+    echoes = [quote(key, safe=""), re.sub("%..", lambda m: m.group().lower(), quote(key, safe="")), quote_plus(key), base64.b64encode(key.encode()).decode()]
+    responses.get(FULL_URL, status=401, json={"Error Message": "bad key: " + " ".join(echoes)})
+    with pytest.raises(PipelineError) as err:
+        download(fmp, ROOT)
+    msg = str(err.value)
+    assert "bad key: *** *** *** ***" in msg
+    assert not any(e in msg for e in [key, *echoes])
+
+
+def test_missing_adj_close_says_what_is_known(tmp_path, caplog):
+    """No adjusted column: the close is used as given; whether it excludes dividends is not known."""
+    (tmp_path / "SPY.csv").write_text("Date,Open,High,Low,Close,Volume\n" + "\n".join(
+        ",".join(r.split(",")[:5] + r.split(",")[6:]) for r in ROWS.splitlines()) + "\n")
+    with caplog.at_level(logging.WARNING):
+        df = parse_price_csv(tmp_path / "SPY.csv", "SPY")
+    assert df["adj_close"].tolist() == df["close"].tolist()
+    assert "no adj_close column; close is used as given" in caplog.text
+    assert "returns then exclude dividends" not in caplog.text

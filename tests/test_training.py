@@ -6,7 +6,7 @@ import torch
 from lib.dataset import Panel, windows
 from lib.training import EpochLog, resolve_amp, seed_everything, train_fold
 from lib.walk_forward import Fold
-from tests.conftest import gbm_bars, small_params
+from tests.helpers import gbm_bars, small_params
 
 
 def _panel():
@@ -41,7 +41,8 @@ def test_amp_resolution():
 
 
 def _fold():
-    return Fold("fold_00", "2020-05-01", "2020-08-31", "2020-09-09", "2020-10-15", "2020-10-23", "2020-12-31")
+    return Fold("fold_00", "2020-05-01", "2020-08-31", "2020-09-09", "2020-10-15", "2020-10-23", "2020-12-31",
+                "2020-10-23")
 
 
 @pytest.mark.parametrize("amp_mode", ["off", "on"])
@@ -81,3 +82,52 @@ def test_scaler_is_fitted_on_fit_rows_only():
     scaler = panel.fit_scaler(fold.fit_start, fold.fit_end)
     inside = feats[(feats["date"] >= pd.Timestamp(fold.fit_start)) & (feats["date"] <= pd.Timestamp(fold.fit_end))]
     np.testing.assert_allclose(scaler.mean_, inside[panel.features].mean().to_numpy(), rtol=1e-10)
+
+
+def test_identical_checkpoints_are_identical_bytes_wherever_saved(tmp_path):
+    from lib.training import save_checkpoint
+
+    ckpt = {"state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "params": {"a": 1}, "fold": _fold().as_dict()}
+    save_checkpoint(ckpt, tmp_path / "a" / "fold_00.pt")
+    save_checkpoint(ckpt, tmp_path / "b" / "final.pt")
+    assert (tmp_path / "a" / "fold_00.pt").read_bytes() == (tmp_path / "b" / "final.pt").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "not a model"])
+def test_a_damaged_checkpoint_is_one_clear_error(tmp_path, damage):
+    from lib.errors import PipelineError
+    from lib.training import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "fold_00.pt"
+    save_checkpoint({"model": {"arch": "lstm"}, "x": torch.zeros(1000)}, path)
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x00\x01junk" * 50,
+                      "not a model": data}[damage])
+    with pytest.raises(PipelineError, match=rf"{path}: not a readable model checkpoint .*rerun the train stage"):
+        load_checkpoint(path)
+
+
+def test_purge_by_label_end_date_on_a_ticker_with_holes():
+    """B misses two sessions just before the validation and test windows: its labels there reach
+    further ahead in calendar time. No fit label may end inside validation, no training label inside test."""
+    from lib.features import build_features
+    from lib.walk_forward import make_folds
+
+    p = small_params()
+    bars = gbm_bars(400, ("A", "B"))
+    sessions = pd.DatetimeIndex(bars["date"].unique())
+    wf = {**p["walk_forward"], "folds": 1, "test_sessions": 60, "purge": 5, "embargo": 0, "val_fraction": 0.2}
+    fold = make_folds(sessions, sessions[-6], wf)[0]
+    for boundary in (fold.val_start, fold.test_start):  # two missing days of B, 3 sessions before each window
+        at = sessions.get_loc(pd.Timestamp(boundary))
+        bars = bars[~((bars["ticker"] == "B") & bars["date"].isin(sessions[at - 4:at - 2]))]
+    panel = Panel.from_frame(build_features(bars, p["features"]), 5)
+    fit = panel.rows(fold.fit_start, fold.fit_end, labelled=True, labels_before=fold.val_start)
+    val = panel.rows(fold.val_start, fold.val_end, labelled=True, labels_before=fold.labels_before)
+    assert panel.label_end[fit].max() < np.datetime64(fold.val_start)
+    assert panel.label_end[val].max() < np.datetime64(fold.test_start)
+    # the calendar count alone lets B's labels through: the purge by label end is what holds
+    by_date = panel.rows(fold.fit_start, fold.fit_end, labelled=True)
+    assert panel.label_end[by_date].max() >= np.datetime64(fold.val_start)
+    by_date = panel.rows(fold.val_start, fold.val_end, labelled=True)
+    assert panel.label_end[by_date].max() >= np.datetime64(fold.test_start)

@@ -5,7 +5,7 @@ import pytest
 
 from lib.errors import PipelineError
 from lib.walk_forward import make_folds
-from tests.conftest import default_params
+from tests.helpers import default_params
 
 SESSIONS = pd.bdate_range("2010-01-01", periods=2000)
 

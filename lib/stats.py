@@ -1,0 +1,435 @@
+"""Significance of a backtest: probabilistic and deflated Sharpe ratios, minimum track record
+length, stationary block bootstrap intervals, Monte Carlo paths and Hansen's SPA test.
+
+All inputs are per-period (daily) numbers and nothing is annualised here. Undefined results are
+never inf or NaN: the Sharpe-family functions return an `Estimate` whose value is `None` with a
+reason (zero variance, fewer than 3 points, a negative variance term, n_trials < 1), and the
+bootstrap functions put `None` and a "reason" in their dict. Every random draw comes from
+`np.random.default_rng(seed)`, so the same inputs and seed give identical floats.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import numpy as np
+from arch.bootstrap import SPA, StationaryBootstrap, optimal_block_length
+from scipy import stats
+
+MIN_POINTS = 3
+EULER_GAMMA = 0.5772156649015329
+QUANTILES = (0.05, 0.25, 0.50, 0.75, 0.95)
+_REL_TOL = 1e-12  # a standard deviation below this fraction of the data's scale counts as zero
+
+
+class Estimate(NamedTuple):
+    """A statistic that may be undefined: `value` is None exactly when `reason` is non-empty."""
+
+    value: float | None
+    reason: str = ""
+
+
+class Moments(NamedTuple):
+    """Per-period Sharpe ratio and the moments PSR needs (skew and RAW kurtosis, normal = 3)."""
+
+    sr: float | None
+    n: int
+    skew: float
+    kurtosis: float
+
+
+def _undefined(reason: str) -> Estimate:
+    return Estimate(None, reason)
+
+
+def _finite(*xs: float | None) -> bool:
+    return all(x is not None and math.isfinite(x) for x in xs)
+
+
+def _is_constant(x: np.ndarray, sd: float) -> bool:
+    scale = float(np.max(np.abs(x))) if x.size else 0.0
+    return sd == 0.0 or sd <= _REL_TOL * scale
+
+
+def sharpe_moments(returns: np.ndarray, risk_free: float = 0.0) -> Moments:
+    """Per-period Sharpe ratio SR = mean(r - rf) / std(r - rf, ddof=1), the number of returns n,
+    and the population (biased) skewness m3 / m2^1.5 and raw kurtosis m4 / m2^2 of r - rf, the
+    estimators of Bailey & López de Prado (2012), "The Sharpe Ratio Efficient Frontier", J. Risk
+    15(2). `risk_free` is per period. `sr` is None for fewer than 3 returns or zero variance; skew
+    and kurtosis then hold the normal values 0 and 3 (placeholders: PSR, DSR and MinTRL return
+    None whenever `sr` is None). Raises ValueError on non-finite returns."""
+    x = np.asarray(returns, dtype=float).ravel() - float(risk_free)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("sharpe_moments: returns must be finite")
+    n = int(x.size)
+    if n < MIN_POINTS:
+        return Moments(None, n, 0.0, 3.0)
+    sd = float(np.std(x, ddof=1))
+    if _is_constant(x, sd):
+        return Moments(None, n, 0.0, 3.0)
+    dev = x - x.mean()
+    m2 = float(np.mean(dev**2))
+    skew = float(np.mean(dev**3)) / m2**1.5
+    kurt = float(np.mean(dev**4)) / m2**2
+    return Moments(float(x.mean()) / sd, n, skew, kurt)
+
+
+def _sr_variance_term(sr: float, skew: float, kurtosis: float) -> float:
+    return 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr**2
+
+
+def probabilistic_sharpe_ratio(
+    sr: float | None, n: int, skew: float, kurtosis: float, sr_benchmark: float = 0.0
+) -> Estimate:
+    """Probability that the true per-period Sharpe ratio exceeds `sr_benchmark`:
+    PSR = Φ((SR − SR*)·sqrt(n − 1) / sqrt(1 − γ3·SR + (γ4 − 1)/4·SR²)), γ3 = skewness, γ4 = RAW
+    kurtosis (normal = 3). Bailey & López de Prado (2012), "The Sharpe Ratio Efficient Frontier",
+    J. Risk 15(2), section "Probabilistic Sharpe Ratio"; the variance term is Mertens' (2002)
+    asymptotic variance of the Sharpe ratio estimator. None when sr is None, n < 3 or the variance
+    term is <= 0 (e.g. a large positive skew times SR)."""
+    if sr is None:
+        return _undefined("Sharpe ratio undefined (zero variance or fewer than 3 returns)")
+    if not _finite(sr, skew, kurtosis, sr_benchmark):
+        return _undefined("non-finite input")
+    if n < MIN_POINTS:
+        return _undefined(f"too few points (n={n} < {MIN_POINTS})")
+    var = _sr_variance_term(sr, skew, kurtosis)
+    if var <= 0.0:
+        return _undefined(f"variance term 1 - skew*sr + (kurtosis-1)/4*sr^2 = {var:.3g} <= 0")
+    z = (sr - sr_benchmark) * math.sqrt(n - 1) / math.sqrt(var)
+    return Estimate(float(stats.norm.cdf(z)))
+
+
+def expected_max_sharpe(n_trials: int, trials_sr_variance: float) -> Estimate:
+    """Expected maximum per-period Sharpe ratio of `n_trials` independent skill-less trials whose
+    Sharpe ratios have variance V (same units as the Sharpe ratios, here per period):
+    E[max SR] = sqrt(V)·((1 − γ)·Φ⁻¹(1 − 1/N) + γ·Φ⁻¹(1 − 1/(N·e))), γ = Euler–Mascheroni.
+    Bailey & López de Prado (2014), "The Deflated Sharpe Ratio", J. Portfolio Management 40(5),
+    the threshold SR0 (from Bailey, Borwein, López de Prado & Zhu 2014, "Pseudo-Mathematics and
+    Financial Charlatanism", Notices AMS 61(5), Proposition 1). 0 for N = 1; None for N < 1 or
+    V < 0."""
+    if not _finite(n_trials, trials_sr_variance):
+        return _undefined("non-finite input")
+    if n_trials < 1:
+        return _undefined(f"n_trials < 1 (got {n_trials})")
+    if trials_sr_variance < 0:
+        return _undefined(f"negative variance of trial Sharpe ratios ({trials_sr_variance})")
+    if n_trials == 1:
+        return Estimate(0.0)
+    ppf = stats.norm.ppf
+    z = (1 - EULER_GAMMA) * ppf(1 - 1 / n_trials) + EULER_GAMMA * ppf(1 - 1 / (n_trials * math.e))
+    return Estimate(float(math.sqrt(trials_sr_variance) * z))
+
+
+def deflated_sharpe_ratio(
+    sr: float | None, n: int, skew: float, kurtosis: float, n_trials: int, trials_sr_variance: float
+) -> Estimate:
+    """DSR = PSR(SR0) with SR0 = expected_max_sharpe(n_trials, trials_sr_variance): the
+    probability that the true Sharpe ratio beats the best of `n_trials` skill-less trials.
+    Bailey & López de Prado (2014), "The Deflated Sharpe Ratio", J. Portfolio Management 40(5).
+    With one trial SR0 = 0 and DSR equals PSR against 0. Per-period inputs throughout."""
+    sr0 = expected_max_sharpe(n_trials, trials_sr_variance)
+    if sr0.value is None:
+        return sr0
+    return probabilistic_sharpe_ratio(sr, n, skew, kurtosis, sr0.value)
+
+
+def min_track_record_length(
+    sr: float | None, skew: float, kurtosis: float, sr_benchmark: float = 0.0, alpha: float = 0.05
+) -> Estimate:
+    """Minimum number of returns for PSR(sr_benchmark) to reach 1 − alpha:
+    MinTRL = 1 + (1 − γ3·SR + (γ4 − 1)/4·SR²)·(z_{1−α} / (SR − SR*))², γ4 RAW kurtosis.
+    Bailey & López de Prado (2012), "The Sharpe Ratio Efficient Frontier", J. Risk 15(2), section
+    "Track Record Length" (the PSR formula solved for n). In periods of the returns, not rounded.
+    None when sr <= sr_benchmark, alpha is outside (0, 1) or the variance term is <= 0."""
+    if sr is None:
+        return _undefined("Sharpe ratio undefined (zero variance or fewer than 3 returns)")
+    if not _finite(sr, skew, kurtosis, sr_benchmark, alpha):
+        return _undefined("non-finite input")
+    if not 0.0 < alpha < 1.0:
+        return _undefined(f"alpha must be in (0, 1), got {alpha}")
+    if sr <= sr_benchmark:
+        return _undefined(f"Sharpe ratio {sr:.4g} <= benchmark {sr_benchmark:.4g}: no track record suffices")
+    var = _sr_variance_term(sr, skew, kurtosis)
+    if var <= 0.0:
+        return _undefined(f"variance term 1 - skew*sr + (kurtosis-1)/4*sr^2 = {var:.3g} <= 0")
+    z = float(stats.norm.ppf(1.0 - alpha))
+    return Estimate(1.0 + var * (z / (sr - sr_benchmark)) ** 2)
+
+
+# ------------------------------------------------------------------ block bootstrap (arch)
+
+
+def block_length(x: np.ndarray) -> float:
+    """Mean block length for the stationary bootstrap (Politis & Romano 1994): the optimal length
+    of Politis & White (2004) with the correction of Patton, Politis & White (2009), via
+    `arch.bootstrap.optimal_block_length`. For 2-D input (rows = dates) the largest over the
+    columns, so that every column's dependence is kept. Columns that are constant, non-finite or
+    too short for the estimator are skipped; with none left the fallback is n^(1/3), the rate of
+    the optimal length. Always in [1, n] (1 for n <= 1)."""
+    arr = np.atleast_1d(np.asarray(x, dtype=float))
+    arr = arr.reshape(len(arr), -1) if arr.ndim != 2 else arr
+    n = arr.shape[0]
+    if n <= 1:
+        return 1.0
+    found: list[float] = []
+    for col in arr.T:
+        if not np.all(np.isfinite(col)) or _is_constant(col, float(np.std(col))):
+            continue
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                b = float(optimal_block_length(col)["stationary"].iloc[0])
+        except (ValueError, ZeroDivisionError, FloatingPointError, IndexError):
+            continue
+        if math.isfinite(b):
+            found.append(b)
+    b = max(found) if found else n ** (1.0 / 3.0)
+    return float(min(max(b, 1.0), n))
+
+
+def _given_block(block: float | None, x: np.ndarray) -> float:
+    if block is None:
+        return block_length(x)
+    if not (math.isfinite(block) and block >= 1.0):
+        raise ValueError(f"block must be a finite mean block length >= 1, got {block}")
+    return float(block)
+
+
+def _as_arrays(data: np.ndarray | tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    if isinstance(data, tuple):
+        arrays = tuple(np.asarray(a, dtype=float) for a in data)
+    else:
+        arrays = (np.asarray(data, dtype=float),)
+    if not arrays or any(a.ndim == 0 for a in arrays):
+        raise ValueError("bootstrap data must be arrays with rows = dates")
+    if len({a.shape[0] for a in arrays}) != 1:
+        raise ValueError(f"arrays resampled together need the same number of rows, got {[a.shape[0] for a in arrays]}")
+    return arrays
+
+
+def _value(v: object) -> float | None:
+    if v is None:
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def bootstrap_ci(
+    data: np.ndarray | tuple[np.ndarray, ...],
+    statistic: Callable[..., float | None],
+    reps: int,
+    seed: int,
+    alpha: float = 0.05,
+    block: float | None = None,
+) -> dict:
+    """Percentile interval of `statistic` under the stationary block bootstrap
+    (`arch.bootstrap.StationaryBootstrap`, Politis & Romano 1994).
+
+    `data` is one array or a tuple of arrays with the same number of rows; rows are dates and are
+    resampled together (the same row indices for every array), so a 2-D array of strategy and
+    benchmark returns, or a (predictions, labels) pair of date x ticker matrices, keeps each date
+    whole. `statistic` gets the resampled arrays as positional arguments, in order. Resamples where
+    it returns None or NaN are dropped and counted in "dropped". `block` defaults to
+    `block_length` of all columns of all arrays. Returns {"estimate", "low", "high",
+    "block_length", "reps", "dropped", "reason"}: the interval is the alpha/2 and 1 − alpha/2
+    quantiles of the kept resamples; values are None (with a reason) for fewer than 3 rows or
+    when the statistic is undefined."""
+    if reps < 1 or not 0.0 < alpha < 1.0:
+        raise ValueError(f"bootstrap_ci: need reps >= 1 and 0 < alpha < 1, got reps={reps}, alpha={alpha}")
+    arrays = _as_arrays(data)
+    n = arrays[0].shape[0]
+    out: dict = {"estimate": None, "low": None, "high": None, "block_length": None, "reps": int(reps),
+                 "dropped": 0, "reason": ""}
+    if n < MIN_POINTS:
+        out["reason"] = f"too few rows (n={n} < {MIN_POINTS})"
+        return out
+    b = _given_block(block, np.column_stack([a.reshape(n, -1) for a in arrays]))
+    out["block_length"] = b
+    out["estimate"] = _value(statistic(*arrays))
+    bs = StationaryBootstrap(b, *arrays, seed=np.random.default_rng(seed))
+    values = [_value(statistic(*pos)) for pos, _ in bs.bootstrap(reps)]
+    kept = np.array([v for v in values if v is not None], dtype=float)
+    out["dropped"] = int(reps - kept.size)
+    if kept.size:
+        low, high = np.quantile(kept, [alpha / 2, 1 - alpha / 2])
+        out["low"], out["high"] = float(low), float(high)
+    reasons = []
+    if out["estimate"] is None:
+        reasons.append("statistic undefined on the full sample")
+    if not kept.size:
+        reasons.append("statistic undefined in every resample")
+    out["reason"] = "; ".join(reasons)
+    return out
+
+
+def _quantiles(x: np.ndarray) -> dict[str, float]:
+    return {f"q{round(q * 100):02d}": float(v) for q, v in zip(QUANTILES, np.quantile(x, QUANTILES), strict=True)}
+
+
+def monte_carlo(returns: np.ndarray, paths: int, seed: int, block: float | None = None) -> dict:
+    """Distribution of outcomes over `paths` stationary-bootstrap resamples of a daily simple
+    return series, each as long as the original (blocks of mean length `block`, default
+    `block_length(returns)`, wrapping around the end).
+
+    The (paths x days) index matrix comes from arch's compiled sampler
+    (`StationaryBootstrap.update_indices`, one call per path); everything after is vectorised.
+    Returns {"paths", "days", "block_length", "final_multiple": quantiles of prod(1 + r),
+    "max_drawdown": quantiles of min(equity / running peak − 1) with the start at 1 counted as a
+    peak (<= 0, as in lib.metrics), "prob_loss": share of paths ending below 1, "reason"}; the
+    quantile keys are q05, q25, q50, q75, q95. Raises ValueError on non-finite returns."""
+    r = np.asarray(returns, dtype=float).ravel()
+    if paths < 1:
+        raise ValueError(f"monte_carlo: paths must be >= 1, got {paths}")
+    if not np.all(np.isfinite(r)):
+        raise ValueError("monte_carlo: returns must be finite")
+    n = int(r.size)
+    out: dict = {"paths": int(paths), "days": n, "block_length": None, "final_multiple": None,
+                 "max_drawdown": None, "prob_loss": None, "reason": ""}
+    if n < MIN_POINTS:
+        out["reason"] = f"too few returns (n={n} < {MIN_POINTS})"
+        return out
+    b = _given_block(block, r)
+    bs = StationaryBootstrap(b, r, seed=np.random.default_rng(seed))
+    idx = np.stack([bs.update_indices() for _ in range(paths)])
+    equity = np.cumprod(1.0 + r[idx], axis=1)
+    peak = np.maximum(np.maximum.accumulate(equity, axis=1), 1.0)
+    mdd = (equity / peak - 1.0).min(axis=1)
+    final = equity[:, -1]
+    out.update(block_length=b, final_multiple=_quantiles(final), max_drawdown=_quantiles(mdd),
+               prob_loss=float(np.mean(final < 1.0)))
+    return out
+
+
+# ------------------------------------------------------------------ Hansen's SPA (arch)
+
+
+def spa_test(
+    benchmark: np.ndarray,
+    models: np.ndarray | Mapping[str, np.ndarray],
+    reps: int,
+    seed: int,
+    block: float | None = None,
+) -> dict:
+    """Hansen's (2005) Superior Predictive Ability test on daily RETURNS, via `arch.bootstrap.SPA`
+    with losses = −returns and the stationary bootstrap.
+
+    H0: no model has a higher mean daily return than the benchmark (E[r_model − r_bench] <= 0
+    for every model); a small p-value says at least one model beats the benchmark after
+    accounting for the search over all of them. Returns {"lower", "consistent", "upper"} (Hansen's
+    three p-values; "consistent" is the one to report), "models", "n", "block_length", "reps",
+    "reason".
+
+    Studentisation: Hansen's statistic is max(0, max_k sqrt(n)·d̄_k / ω̂_k), with ω̂_k² the
+    stationary-bootstrap long-run variance of the differential d_k (his eq. for ω̂, after Politis
+    & Romano 1994). arch 8.0.0's `SPA.compute` ignores its `studentize` flag (it compares raw
+    means), so each d_k is divided by its ω̂_k here and arch gets a zero benchmark and models −d/ω̂;
+    with one model this changes nothing. The floor at 0 is applied too: when no model's mean beats
+    the benchmark's, the statistic is 0 and all p-values are 1 (arch, without the floor, can give ~0.5).
+
+    Degenerate cases are decided without the bootstrap: a model whose return differs from the
+    benchmark's by the same amount every day beats it for certain if that amount is > 0 (all
+    p-values 0) and can never beat it otherwise (it is left out; all 1 if none is left). None with a
+    reason for fewer than 3 days. Raises ValueError on non-finite or misaligned input."""
+    names, cols = _model_columns(models)
+    bench = np.asarray(benchmark, dtype=float).ravel()
+    mat = np.column_stack(cols)
+    if mat.shape[0] != bench.size:
+        raise ValueError(f"spa_test: models have {mat.shape[0]} rows, benchmark {bench.size}")
+    if not (np.all(np.isfinite(bench)) and np.all(np.isfinite(mat))):
+        raise ValueError("spa_test: returns must be finite")
+    n = int(bench.size)
+    out: dict = {"lower": None, "consistent": None, "upper": None, "models": names, "n": n,
+                 "block_length": None, "reps": int(reps), "reason": ""}
+    if n < MIN_POINTS:
+        out["reason"] = f"too few days (n={n} < {MIN_POINTS})"
+        return out
+    diff = mat - bench[:, None]  # = loss_bench - loss_model: positive when the model earns more
+    const = np.array([_is_constant(d, float(np.std(d))) for d in diff.T])
+    means = diff.mean(axis=0)
+    if np.any(const & (means > 0)):
+        winners = [nm for nm, c, m in zip(names, const, means, strict=True) if c and m > 0]
+        out.update(lower=0.0, consistent=0.0, upper=0.0,
+                   reason=f"{', '.join(winners)} beat the benchmark by a constant every day")
+        return out
+    live = ~const
+    if not live.any():
+        out.update(lower=1.0, consistent=1.0, upper=1.0,
+                   reason="every model differs from the benchmark by a constant <= 0 every day")
+        return out
+    if not live.all():
+        out["reason"] = "left out (constant difference <= 0): " + ", ".join(
+            nm for nm, c in zip(names, const, strict=True) if c)
+    b = _given_block(block, diff[:, live])
+    out["block_length"] = b
+    if means[live].max() <= 0:
+        out.update(lower=1.0, consistent=1.0, upper=1.0,
+                   reason=(out["reason"] + "; " if out["reason"] else "")
+                   + "no model has a higher mean return than the benchmark (SPA statistic = 0)")
+        return out
+    d = diff[:, live] / np.sqrt(_long_run_variance(diff[:, live], b))
+    spa = SPA(np.zeros(n), -d, block_size=b, reps=reps, bootstrap="stationary", seed=np.random.default_rng(seed))
+    spa.compute()
+    p = spa.pvalues
+    out.update(lower=float(p["lower"]), consistent=float(p["consistent"]), upper=float(p["upper"]))
+    return out
+
+
+def _long_run_variance(d: np.ndarray, block: float) -> np.ndarray:
+    """Per column, ω̂² = γ̂0 + 2·Σ_{i=1}^{n−1} κ(n, i)·γ̂_i with κ(n, i) = (1 − i/n)(1 − q)^i +
+    (i/n)(1 − q)^(n−i), q = 1/block: the variance of sqrt(n)·mean under the stationary bootstrap
+    (Politis & Romano 1994, used by Hansen 2005 to studentise the SPA statistic)."""
+    n = d.shape[0]
+    dev = d - d.mean(axis=0)
+    spec = np.fft.rfft(dev, 2 * n, axis=0)
+    acov = np.fft.irfft(spec * np.conj(spec), 2 * n, axis=0)[:n] / n  # γ̂_i, i = 0..n-1
+    i = np.arange(1, n)
+    q = 1.0 / block
+    kappa = (1 - i / n) * (1 - q) ** i + (i / n) * (1 - q) ** (n - i)
+    return acov[0] + 2 * (kappa[:, None] * acov[1:]).sum(axis=0)
+
+
+def _model_columns(models: np.ndarray | Mapping[str, np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
+    if isinstance(models, Mapping):
+        if not models:
+            raise ValueError("spa_test: no models")
+        return [str(k) for k in models], [np.asarray(v, dtype=float).ravel() for v in models.values()]
+    arr = np.asarray(models, dtype=float)
+    arr = arr.reshape(len(arr), -1)
+    return [str(i) for i in range(arr.shape[1])], list(arr.T)
+
+
+def spa_vs_baselines(
+    strategy: np.ndarray, baselines: Mapping[str, np.ndarray], reps: int, seed: int, block: float | None = None
+) -> dict:
+    """Does the strategy beat the baselines on mean daily return, and is it beaten by any of them?
+
+    SPA has one benchmark and many candidate models and asks whether any model beats the
+    benchmark. Two framings follow (each test draws from `default_rng(seed)`):
+
+    - "vs_each"[name]: SPA with the baseline as benchmark and the strategy as the only model.
+      H0: mean(strategy − baseline) <= 0; a small p-value says the strategy beats that baseline.
+    - "beats_all": the largest of those p-values, per type. "The strategy beats every baseline" is
+      an intersection of alternatives, so by the intersection-union principle (Berger 1982) the
+      max p-value is a valid level test for it, with no multiplicity correction.
+    - "beaten_by_any": SPA with the strategy as benchmark and all baselines as models. H0: no
+      baseline has a higher mean daily return than the strategy; a small p-value says some
+      baseline beats it even after accounting for the number of baselines tried.
+
+    `block` defaults to `block_length` of the strategy − baseline differences (all columns), one
+    length for every test. Each entry is a `spa_test` dict."""
+    s = np.asarray(strategy, dtype=float).ravel()
+    if not baselines:
+        raise ValueError("spa_vs_baselines: no baselines")
+    base = {str(k): np.asarray(v, dtype=float).ravel() for k, v in baselines.items()}
+    if block is None and all(v.size == s.size for v in base.values()) and np.all(np.isfinite(s)):
+        block = block_length(np.column_stack([s - v for v in base.values()]))
+    vs_each = {k: spa_test(v, {"strategy": s}, reps, seed, block) for k, v in base.items()}
+    beats_all: dict = {}
+    for kind in ("lower", "consistent", "upper"):
+        ps = [r[kind] for r in vs_each.values()]
+        beats_all[kind] = None if any(p is None for p in ps) else float(max(ps))
+    return {"vs_each": vs_each, "beats_all": beats_all,
+            "beaten_by_any": spa_test(s, base, reps, seed, block), "block_length": block, "reps": int(reps)}
