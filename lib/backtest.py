@@ -1,148 +1,194 @@
-"""Weekly-rebalanced backtest: target weights -> fills -> daily equity, with costs.
+"""The three books of a backtest, the next rebalance's orders, and P&L attribution.
 
-Accounting (the same as the numpy reference in the peer bench and vectorbt's
-`targetpercent`): each ticker trades its own equal slice of the starting cash. On an order
-row, E = cash + shares * P_fill, target shares = w * E / P_fill; a buy is capped by cash
-including costs (so w = 1 from flat buys E / (P (1 + c)) shares); cost = c * |traded
-notional| is paid from cash. Fractional shares; float dust (|delta| <= 1e-9 relative) is
-skipped. Equity is marked at the close. The loop runs over order rows only (about one a
-week) and is vectorised across tickers; days in between are filled by array slices.
+Every book runs through the one-pool portfolio engine of `lib.portfolio` on the same prices,
+calendar and costs: the strategy (the model's predictions through the policy in
+`backtest.*`), buy-and-hold (equal weights of the tickers alive at the first fill, never
+rebalanced) and a momentum baseline (the same policy on the trailing `horizon` return, known at
+the close). All three start on the strategy's first fill; the reported window opens at the
+close before it, every book still in cash.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lib.errors import PipelineError
+from lib.portfolio import PortfolioConfig, PortfolioResult, run_portfolio, run_vectorized, target_book
 from lib.prices import adjusted, panel
-from lib.strategy import decision_days, target_weights
+from lib.strategy import decision_days
 from lib.tables import BOOKS, STRATEGY, weight_column
 
-DUST_REL, DUST_ABS = 1e-9, 1e-12
+TRADES = ["date", "book", "ticker", "side", "shares", "price", "notional", "cost", "reason"]
+ORDERS = ["ticker", "price", "shares_now", "weight_now", "target_weight", "target_shares", "side", "shares",
+          "notional", "cost", "note"]
 
 
 @dataclass(frozen=True)
-class Simulation:
-    equity: np.ndarray  # (T, N) per-ticker slice value at each close
-    shares: np.ndarray  # (T, N) shares held after each day's fills
-    trades: pd.DataFrame  # row, asset, shares, price, notional, cost
+class Market:
+    """Adjusted daily prices as (dates x tickers) arrays; NaN where a ticker has no bar."""
 
+    dates: pd.DatetimeIndex
+    tickers: list[str]
+    close: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
 
-def simulate(close: np.ndarray, fill_price: np.ndarray, orders: np.ndarray, cost_rate: float,
-             cash_per_asset: float) -> Simulation:
-    """Run target-weight `orders` ((T, N), NaN = no order) filled at `fill_price` on the same row.
-
-    A NaN fill price (ticker not trading that day) skips its order; a NaN close before a
-    ticker's first bar counts as 0, which is harmless because nothing can be held yet."""
-    close = np.nan_to_num(pd.DataFrame(close).ffill().to_numpy(float))
-    price, w = np.asarray(fill_price, float), np.asarray(orders, float)
-    n_rows, n_assets = close.shape
-    cash = np.full(n_assets, float(cash_per_asset))
-    held = np.zeros(n_assets)
-    equity, shares = np.empty((n_rows, n_assets)), np.empty((n_rows, n_assets))
-    log: list[tuple[np.ndarray, ...]] = []
-    prev = 0
-    for t in np.flatnonzero(~np.isnan(w).all(axis=1)):
-        equity[prev:t] = cash + held * close[prev:t]
-        shares[prev:t] = held
-        p = price[t]
-        live = ~np.isnan(w[t]) & (p > 0)
-        p = np.where(live, p, 1.0)
-        value = cash + held * p
-        target = np.where(live, np.nan_to_num(w[t]) * value / p, held)
-        delta = target - held
-        dust = np.abs(delta) <= np.maximum(DUST_REL * np.maximum(np.abs(held), np.abs(target)), DUST_ABS)
-        delta[dust | ~live] = 0.0
-        buy = delta > 0
-        delta = np.where(buy, np.minimum(delta, np.maximum(cash, 0.0) / (p * (1.0 + cost_rate))), delta)
-        notional = np.abs(delta) * p
-        cost = notional * cost_rate
-        cash = cash - delta * p - cost
-        held = held + delta
-        traded = np.flatnonzero(delta != 0)
-        log.append((np.full(len(traded), t), traded, delta[traded], p[traded], notional[traded], cost[traded]))
-        prev = t
-    equity[prev:] = cash + held * close[prev:]
-    shares[prev:] = held
-    cols = ["row", "asset", "shares", "price", "notional", "cost"]
-    trades = pd.DataFrame(dict(zip(cols, map(np.concatenate, zip(*log, strict=True)), strict=True))
-                          if log else {c: [] for c in cols})
-    return Simulation(equity, shares, trades)
-
-
-def order_rows(targets: np.ndarray, fill: str) -> np.ndarray:
-    """Move decision-day targets to the row they fill on: the same close, or the next open."""
-    if fill == "close":
-        return targets
-    shifted = np.full_like(targets, np.nan)
-    shifted[1:] = targets[:-1]
-    return shifted
+    @classmethod
+    def from_prices(cls, prices: pd.DataFrame, tickers: list[str]) -> Market:
+        missing = sorted(set(tickers) - set(prices["ticker"]))
+        if missing:
+            raise PipelineError(f"backtest: no prices for ticker(s) {missing}")
+        px = adjusted(prices[prices["ticker"].isin(tickers)])
+        close = panel(px, "adj_close", tickers)
+        return cls(close.index, list(tickers), close.to_numpy(),
+                   *(panel(px, c, tickers).to_numpy() for c in ("adj_open", "adj_high", "adj_low")))
 
 
 @dataclass(frozen=True)
 class BacktestResult:
-    equity: pd.DataFrame  # date, <book> ..., <book>_weight ... (see lib.tables)
+    equity: pd.DataFrame  # date, <book> ..., <book>_weight ... (gross exposure / equity)
     weights: pd.DataFrame  # date, ticker, weight (strategy, held after the day's fills, at the close)
-    trades: pd.DataFrame  # date, book, ticker, side, shares, price, notional, cost
+    trades: pd.DataFrame  # TRADES
+    strategy: PortfolioResult  # the strategy book over the whole price history (for orders, attribution)
+    market: Market
+    start: int  # first row of the reported window
 
 
-def run_backtest(prices: pd.DataFrame, predictions: pd.DataFrame, cfg: dict[str, Any], horizon: int) -> BacktestResult:
-    """Strategy (model predictions), buy-and-hold benchmark and a momentum baseline on the same
-    dates, prices and costs, all starting on the same fill: the strategy's first order.
+def portfolio_config(cfg: dict[str, Any], horizon: int, periods_per_year: int) -> PortfolioConfig:
+    return PortfolioConfig.from_params({**cfg, "horizon": horizon, "periods_per_year": periods_per_year})
 
-    The window runs from the close before that fill (every book still in cash) to the last price."""
+
+def run_backtest(prices: pd.DataFrame, predictions: pd.DataFrame, cfg: dict[str, Any], horizon: int,
+                 periods_per_year: int = 252) -> BacktestResult:
+    """Strategy, buy-and-hold and momentum on the same dates, prices and costs, from the same first fill."""
     if predictions.empty:
         raise PipelineError("backtest: no predictions (run the predict stage)")
     tickers = sorted(predictions["ticker"].unique())
-    missing = sorted(set(tickers) - set(prices["ticker"]))
-    if missing:
-        raise PipelineError(f"backtest: no prices for ticker(s) {missing}")
-    px = adjusted(prices[prices["ticker"].isin(tickers)])
-    close_df = panel(px, "adj_close", tickers)
-    dates = close_df.index
-    close = close_df.to_numpy()
-    fill_price = close if cfg["fill"] == "close" else panel(px, "adj_open", tickers).to_numpy()
-    decide = (decision_days(dates, cfg["rebalance"]) & (dates >= predictions["date"].min()))[:, None]
-    pred = predictions.pivot(index="date", columns="ticker", values="prediction").reindex(index=dates, columns=tickers)
-    momentum = np.log(close_df).diff(horizon).to_numpy()  # trailing return, known at the close
-
-    def book(signal: np.ndarray) -> np.ndarray:
-        return order_rows(np.where(decide, target_weights(signal, cfg["threshold"], cfg["allow_short"]), np.nan),
-                          cfg["fill"])
-
-    books = {STRATEGY: book(pred.to_numpy())}
-    ordered = np.flatnonzero(~np.isnan(books[STRATEGY]).all(axis=1))
-    if len(ordered) == 0:
+    mk = Market.from_prices(prices, tickers)
+    pcfg = portfolio_config(cfg, horizon, periods_per_year)
+    pred = predictions.pivot(index="date", columns="ticker", values="prediction").reindex(index=mk.dates,
+                                                                                         columns=tickers)
+    decide = decision_days(mk.dates, pcfg.rebalance) & (mk.dates >= predictions["date"].min())
+    decided = np.flatnonzero(decide & pred.notna().any(axis=1).to_numpy())
+    fill_lag = 0 if pcfg.fill == "close" else 1
+    if len(decided) == 0 or decided[0] + fill_lag >= len(mk.dates):
         raise PipelineError("backtest: the predictions contain no decision day with a fill after it; "
                             "predict a longer period or use backtest.rebalance=daily")
-    first = ordered[0]
-    hold = np.full(close.shape, np.nan)
-    hold[first] = 1.0
-    books["benchmark"] = hold
-    books["momentum"] = np.where(np.arange(len(dates))[:, None] >= first, book(momentum), np.nan)
-    window = slice(max(first - 1, 0), None)  # the close before the first fill: all books in cash
-    dates, close, fill_price = dates[window], close[window], fill_price[window]
-    cost_rate = (cfg["commission_bps"] + cfg["slippage_bps"]) / 1e4
-    cash = cfg["initial_cash"] / len(tickers)
+    first = decided[0] + fill_lag
+    decide &= np.arange(len(mk.dates)) >= decided[0]
+    prices_kw = {"close": mk.close, "open_": mk.open, "high": mk.high, "low": mk.low, "cfg": pcfg,
+                 "dates": mk.dates, "tickers": tickers, "decide": decide}
+    momentum = np.log(pd.DataFrame(mk.close).ffill()).diff(horizon).to_numpy()  # trailing return, known at t
+    hold = np.full(mk.close.shape, np.nan)
+    alive = np.isfinite(mk.close[decided[0]])
+    hold[decided[0]] = np.where(alive, 1.0 / max(alive.sum(), 1), 0.0)
+    books = {STRATEGY: run_portfolio(pred.to_numpy(), **prices_kw),
+             "benchmark": run_vectorized(hold, close=mk.close, open_=mk.open, cfg=PortfolioConfig(
+                 fill=pcfg.fill, commission_bps=pcfg.commission_bps, slippage_bps=pcfg.slippage_bps,
+                 initial_cash=pcfg.initial_cash), dates=mk.dates, tickers=tickers),
+             "momentum": run_portfolio(momentum, **prices_kw)}
+    start = max(first - 1, 0)
+    dates = mk.dates[start:]
     out = pd.DataFrame({"date": dates})
-    trades, weights = [], None
+    trades = []
     for name in BOOKS:
-        sim = simulate(close, fill_price, books[name][window], cost_rate, cash)
-        total = sim.equity.sum(axis=1)
-        exposure = np.nan_to_num(sim.shares * close)
-        out[name] = total
-        out[weight_column(name)] = exposure.sum(axis=1) / total
-        t = sim.trades
-        trades.append(pd.DataFrame({
-            "date": dates[t["row"].to_numpy(int)], "book": name, "ticker": np.asarray(tickers)[t["asset"].to_numpy(int)],
-            "side": np.where(t["shares"] > 0, "buy", "sell"), "shares": t["shares"], "price": t["price"],
-            "notional": t["notional"], "cost": t["cost"]}))
-        if name == STRATEGY:
-            slice_w = exposure / np.where(sim.equity != 0, sim.equity, np.nan)
-            weights = (pd.DataFrame(slice_w, index=dates.rename("date"), columns=pd.Index(tickers, name="ticker"))
-                       .stack().rename("weight").reset_index())
+        res = books[name]
+        out[name] = res.equity[start:]
+        out[weight_column(name)] = np.nansum(np.abs(res.weights[start:]), axis=1)
+        t = res.trades
+        t = t[t["row"] >= start]
+        trades.append(pd.DataFrame({"date": t["date"].to_numpy(), "book": name, "ticker": t["ticker"].astype(str),
+                                    "side": t["side"].astype(str), "shares": t["shares"], "price": t["price"],
+                                    "notional": t["notional"], "cost": t["cost"], "reason": t["reason"].astype(str)}))
+    w = books[STRATEGY].weights[start:]
+    weights = (pd.DataFrame(w, index=dates.rename("date"), columns=pd.Index(tickers, name="ticker"))
+               .stack().rename("weight").reset_index())
     return BacktestResult(out[["date", *BOOKS, *map(weight_column, BOOKS)]], weights,
-                          pd.concat(trades, ignore_index=True))
+                          pd.concat(trades, ignore_index=True)[TRADES], books[STRATEGY], mk, start)
+
+
+def attribution(result: BacktestResult) -> pd.DataFrame:
+    """Where the strategy's P&L came from, per ticker over the reported window: mark-to-market P&L
+    of long and of short holdings (shares held at the previous close x the close-to-close move;
+    fills at an open add the open-to-close part of the fill day), costs paid, and the net as a
+    fraction of the starting equity. The nets sum to the total return."""
+    res, mk, s = result.strategy, result.market, result.start
+    marks, shares = res.marks[s:], res.shares[s:]
+    held = shares[:-1]
+    pnl = held * (marks[1:] - marks[:-1])  # position at the previous close, marked to this close
+    trades = res.trades[res.trades["row"] > s]
+    n = len(mk.tickers)
+    # a fill at price p on row t: the traded shares earn (close_t - p) that day
+    fill_pnl = np.zeros(n)
+    fill_rows = trades["row"].to_numpy(int)
+    np.add.at(fill_pnl, trades["asset"].to_numpy(int),
+              trades["shares"].to_numpy() * (res.marks[fill_rows, trades["asset"].to_numpy(int)] - trades["price"]))
+    costs = np.bincount(trades["asset"].to_numpy(int), weights=trades["cost"].to_numpy(), minlength=n)
+    long_ = np.where(held > 0, pnl, 0.0).sum(axis=0)
+    short = np.where(held < 0, pnl, 0.0).sum(axis=0)
+    net = long_ + short + fill_pnl - costs
+    return pd.DataFrame({"ticker": mk.tickers, "pnl_long": long_, "pnl_short": short, "pnl_fill_day": fill_pnl,
+                         "costs": costs, "net": net, "contribution": net / res.equity[s]})
+
+
+def read_positions(path: Any, tickers: list[str], allow_short: bool) -> tuple[float, np.ndarray] | None:
+    """`positions.csv` (columns ticker, shares; the row `CASH` holds cash): the user's holdings, or None."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    df = pd.read_csv(path, dtype={"ticker": str})
+    if list(df.columns) != ["ticker", "shares"]:
+        raise PipelineError(f"{path}: columns must be ticker,shares (a CASH row for cash), got {list(df.columns)}")
+    shares = pd.to_numeric(df["shares"], errors="coerce")
+    for i in np.flatnonzero(shares.isna().to_numpy()):
+        raise PipelineError(f"{path}, line {i + 2}: shares {df['shares'].iloc[i]!r} is not a number")
+    cash_rows = df["ticker"].str.upper() == "CASH"
+    unknown = sorted(set(df.loc[~cash_rows, "ticker"]) - set(tickers))
+    if unknown:
+        raise PipelineError(f"{path}: unknown ticker(s) {unknown}; the pipeline trades {tickers}")
+    bad = df.loc[~cash_rows & (shares < 0)] if not allow_short else df.iloc[:0]
+    if len(bad):
+        raise PipelineError(f"{path}, line {bad.index[0] + 2}: negative share count {bad['shares'].iloc[0]} for "
+                            f"{bad['ticker'].iloc[0]} (backtest.allow_short is false)")
+    held = np.zeros(len(tickers))
+    for t, sh in zip(df.loc[~cash_rows, "ticker"], shares[~cash_rows], strict=True):
+        held[tickers.index(t)] += sh
+    return float(shares[cash_rows].sum()), held
+
+
+def next_orders(result: BacktestResult, signal: pd.DataFrame, cfg: dict[str, Any], horizon: int,
+                periods_per_year: int, holdings: tuple[float, np.ndarray] | None) -> pd.DataFrame:
+    """The orders that move today's holdings to the policy's targets for the next rebalance.
+
+    Targets come from the same policy as the backtest (rule, filters, sizing, limits), with the
+    final model's predictions (`signal`: ticker, prediction) at the last close. Holdings are the
+    user's (`holdings`) or the strategy's last state. Shares and notionals are estimated at the
+    last close (the fill price is not known yet); an order smaller than `backtest.min_order_value`
+    is dropped, and the `note` column says so."""
+    mk, res = result.market, result.strategy
+    pcfg = portfolio_config(cfg, horizon, periods_per_year)
+    pred = np.full(mk.close.shape, np.nan)
+    pred[-1] = signal.set_index("ticker")["prediction"].reindex(mk.tickers).to_numpy()
+    decide = np.zeros(len(mk.dates), bool)
+    decide[-1] = True
+    target = target_book(pred, mk.close, pcfg, decide)[-1]
+    price = pd.DataFrame(mk.close).ffill().to_numpy()[-1]
+    cash, held = holdings if holdings is not None else (float(res.cash[-1]), res.shares[-1].copy())
+    equity = cash + float(np.nansum(held * price))
+    target = np.nan_to_num(target)
+    target_shares = target * equity / price
+    delta = target_shares - held
+    notional = np.abs(delta) * price
+    small = notional < cfg["min_order_value"]
+    note = np.where(small & (notional > 0), f"below backtest.min_order_value {cfg['min_order_value']:g}: not sent", "")
+    delta = np.where(small, 0.0, delta)
+    return pd.DataFrame({
+        "ticker": mk.tickers, "price": price, "shares_now": held, "weight_now": held * price / equity,
+        "target_weight": target, "target_shares": target_shares,
+        "side": np.where(delta > 0, "buy", np.where(delta < 0, "sell", "none")), "shares": np.abs(delta),
+        "notional": np.abs(delta) * price, "cost": np.abs(delta) * price * pcfg.cost_rate, "note": note})[ORDERS]

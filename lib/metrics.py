@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lib.tables import STRATEGY
+
 MIN_POINTS = 3
 
 
@@ -149,3 +151,191 @@ def prediction_quality(pred: pd.DataFrame, horizon: int) -> Stats:
     else:
         s.put("directional_pvalue", None, "no labelled points or one-sided labels")
     return s
+
+
+# ------------------------------------------------------------------ return-based building blocks
+# Small pure functions of a daily simple-return array, reused by the bootstrap and the per-fold table.
+
+
+def returns_of(equity: np.ndarray) -> np.ndarray:
+    e = np.asarray(equity, float)
+    return e[1:] / e[:-1] - 1.0
+
+
+def sharpe_of(r: np.ndarray, ppy: int, rf: float = 0.0) -> float | None:
+    """Annualised Sharpe ratio of daily returns (ddof=1); None for fewer than 3 returns or zero volatility."""
+    r = np.asarray(r, float)
+    if len(r) < MIN_POINTS:
+        return None
+    sd = float(np.std(r, ddof=1))
+    constant = sd <= 1e-12 * float(np.max(np.abs(r)))  # float noise on a constant return is not volatility
+    return float((r.mean() - rf / ppy) / sd * math.sqrt(ppy)) if sd > 0 and not constant else None
+
+
+def cagr_of(r: np.ndarray, ppy: int) -> float | None:
+    r = np.asarray(r, float)
+    growth = float(np.prod(1.0 + r))
+    return growth ** (ppy / len(r)) - 1.0 if len(r) and growth > 0 else None
+
+
+def max_drawdown_of(r: np.ndarray) -> float | None:
+    """Largest fall from a running peak of the compounded returns, the start (1.0) counted as a peak (<= 0)."""
+    r = np.asarray(r, float)
+    if not len(r):
+        return None
+    e = np.concatenate([[1.0], np.cumprod(1.0 + r)])
+    return float(_drawdown(e).min())
+
+
+def mean_annual_of(d: np.ndarray, ppy: int) -> float | None:
+    """Annualised mean of a daily return difference (the active return)."""
+    d = np.asarray(d, float)
+    return float(d.mean()) * ppy if len(d) else None
+
+
+# ------------------------------------------------------------------ IC the way the field computes it
+
+
+def _ranks_by_date(pred: pd.DataFrame) -> pd.DataFrame:
+    rows = pred[pred["label"].notna()][["date", "ticker", "prediction", "label"]].copy()
+    return rows.sort_values(["date", "ticker"]).reset_index(drop=True)
+
+
+def pooled_rank_ic(p: np.ndarray, y: np.ndarray) -> float | None:
+    """Spearman correlation of every non-missing (prediction, label) cell of two date x ticker matrices."""
+    p, y = np.asarray(p, float).ravel(), np.asarray(y, float).ravel()
+    ok = ~(np.isnan(p) | np.isnan(y))
+    p, y = p[ok], y[ok]
+    if len(p) < MIN_POINTS or np.std(p) == 0 or np.std(y) == 0:
+        return None
+    rp, ry = stats.rankdata(p), stats.rankdata(y)
+    rp, ry = rp - rp.mean(), ry - ry.mean()
+    return float(np.mean(rp * ry) / (np.sqrt(np.mean(rp**2)) * np.sqrt(np.mean(ry**2))))
+
+
+def ic_matrices(pred: pd.DataFrame) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    """Labelled predictions as date x ticker matrices (NaN where a ticker has no row): the unit of
+    resampling for the IC's bootstrap is the date, so tickers on one day stay together."""
+    rows = _ranks_by_date(pred)
+    p = rows.pivot(index="date", columns="ticker", values="prediction")
+    y = rows.pivot(index="date", columns="ticker", values="label").reindex_like(p)
+    return pd.DatetimeIndex(p.index), p.to_numpy(float), y.to_numpy(float)
+
+
+def _t_over_dates(x: np.ndarray, lags: int) -> tuple[float | None, float | None]:
+    """Naive t = mean / std * sqrt(n) (as Qlib reports it) and the Newey-West t with `lags` lags."""
+    n = len(x)
+    if n < MIN_POINTS:
+        return None, None
+    sd = float(np.std(x, ddof=1))
+    naive = float(x.mean() / sd * math.sqrt(n)) if sd > 0 else None
+    lrv = long_run_variance(x, lags)
+    nw = float(x.mean() / math.sqrt(lrv / n)) if lrv > 0 else None
+    return naive, nw
+
+
+def cross_sectional_ic(pred: pd.DataFrame, horizon: int, min_cross_section: int) -> tuple[Stats, pd.DataFrame]:
+    """Qlib's IC: on each date with at least `min_cross_section` labelled tickers, the Pearson (IC)
+    and Spearman (Rank IC) correlation of predictions and labels across tickers; then their mean,
+    ICIR = mean / std over dates, the naive t-statistic mean / std * sqrt(n_dates) and a
+    Newey-West t with 2 x `horizon` lags (labels of consecutive dates overlap). Returns the
+    summary and the per-date series (date, ic, rank_ic)."""
+    s = Stats()
+    rows = _ranks_by_date(pred)
+    per_date = []
+    for date, g in rows.groupby("date", sort=True):
+        if len(g) < min_cross_section:
+            continue
+        p, y = g["prediction"].to_numpy(float), g["label"].to_numpy(float)
+        if np.std(p) == 0 or np.std(y) == 0:
+            continue
+        per_date.append((date, float(np.corrcoef(p, y)[0, 1]), float(stats.spearmanr(p, y)[0])))
+    series = pd.DataFrame(per_date, columns=["date", "ic", "rank_ic"])
+    s.put("n_dates", len(series))
+    reason = f"fewer than {MIN_POINTS} dates with >= {min_cross_section} tickers and varying predictions"
+    for col in ("ic", "rank_ic"):
+        x = series[col].to_numpy(float)
+        ok = len(x) >= MIN_POINTS
+        sd = float(np.std(x, ddof=1)) if ok else 0.0
+        naive, nw = _t_over_dates(x, 2 * horizon) if ok else (None, None)
+        s.put(f"{col}_mean", float(x.mean()) if ok else None, reason)
+        s.put(f"{col}_ir", float(x.mean()) / sd if sd > 0 else None, reason if not ok else "constant per-date IC")
+        s.put(f"{col}_tstat", naive, reason if not ok else "constant per-date IC")
+        s.put(f"{col}_tstat_nw", nw, reason if not ok else "no variation across dates")
+    return s, series
+
+
+def quantile_spread(pred: pd.DataFrame, quantiles: int, horizon: int) -> tuple[Stats, pd.DataFrame]:
+    """Per date, rank the tickers by prediction into `quantiles` groups (group = ceil(q x rank / n));
+    the spread is the mean label of the top group minus that of the bottom group (with fewer tickers
+    than groups, the top and bottom tickers). Mean over dates, per `horizon` sessions as the labels
+    are, with a Newey-West t over dates. Returns the summary and the per-date series (date, spread)."""
+    s = Stats()
+    rows = _ranks_by_date(pred)
+    rows["n"] = rows.groupby("date")["prediction"].transform("size")
+    rows = rows[rows["n"] >= 2]
+    rank = rows.groupby("date")["prediction"].rank(method="first")
+    rows["group"] = np.ceil(quantiles * rank / rows["n"]).astype(int)
+    g = rows.groupby("date")["group"]
+    top = rows[rows["group"] == g.transform("max")].groupby("date")["label"].mean()
+    bottom = rows[rows["group"] == g.transform("min")].groupby("date")["label"].mean()
+    series = (top - bottom).rename("spread").reset_index()
+    x = series["spread"].to_numpy(float)
+    reason = f"fewer than {MIN_POINTS} dates with 2 or more tickers"
+    s.put("quantiles", quantiles)
+    s.put("n_dates", len(x))
+    s.put("mean", float(x.mean()) if len(x) >= MIN_POINTS else None, reason)
+    _, nw = _t_over_dates(x, 2 * horizon) if len(x) >= MIN_POINTS else (None, None)
+    s.put("tstat_nw", nw, reason if len(x) < MIN_POINTS else "no variation across dates")
+    s.put("pvalue", _one_sided_p(nw) if nw is not None else None, reason if len(x) < MIN_POINTS else "no variation")
+    return s, series
+
+
+def rolling_ic(pred: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Pooled Rank IC over the trailing `window` dates (date, rolling_ic): IC over time even with few tickers."""
+    dates, p, y = ic_matrices(pred)
+    out = [pooled_rank_ic(p[max(0, i + 1 - window): i + 1], y[max(0, i + 1 - window): i + 1])
+           if i + 1 >= window else None for i in range(len(dates))]
+    return pd.DataFrame({"date": dates, "rolling_ic": [np.nan if v is None else v for v in out]})
+
+
+def rolling_sharpe(equity: pd.DataFrame, books: list[str], window: int, ppy: int) -> pd.DataFrame:
+    """Annualised Sharpe over the trailing `window` daily returns of each book (NaN before a full window)."""
+    out = pd.DataFrame({"date": equity["date"].iloc[1:].to_numpy()})
+    for b in books:
+        r = pd.Series(returns_of(equity[b].to_numpy()))
+        roll = r.rolling(window)
+        out[b] = (roll.mean() / roll.std(ddof=1) * math.sqrt(ppy)).replace([np.inf, -np.inf], np.nan).to_numpy()
+    return out
+
+
+def monthly_returns(equity: pd.DataFrame, book: str) -> pd.DataFrame:
+    """Compounded return of each calendar month (year x month table, NaN where no data)."""
+    e = equity.set_index("date")[book]
+    month_end = e.groupby([e.index.year, e.index.month]).last()
+    prev = month_end.shift(1)
+    prev.iloc[0] = e.iloc[0]
+    ret = (month_end / prev - 1.0)
+    ret.index.names = ["year", "month"]
+    return ret.unstack("month").reindex(columns=range(1, 13))
+
+
+def fold_table(equity: pd.DataFrame, pred: pd.DataFrame, ppy: int, rf: float, benchmark: str) -> list[dict]:
+    """Per walk-forward fold (its date range from the predictions' `fold` column): the strategy's
+    Sharpe, the benchmark's Sharpe, the annualised active return over the benchmark and the pooled
+    Rank IC; a result carried by one year shows here. Undefined values are None."""
+    rows = []
+    dates = equity["date"].to_numpy()
+    for fold, g in pred.groupby("fold", sort=True):
+        start, end = g["date"].min(), g["date"].max()
+        # returns earned on sessions inside the fold's window (the return of day t is from t-1's close)
+        idx = np.flatnonzero((dates >= np.datetime64(start)) & (dates <= np.datetime64(end)))
+        idx = idx[idx > 0]
+        rs = equity[STRATEGY].to_numpy()[idx] / equity[STRATEGY].to_numpy()[idx - 1] - 1
+        rb = equity[benchmark].to_numpy()[idx] / equity[benchmark].to_numpy()[idx - 1] - 1
+        lab = g[g["label"].notna()]
+        rows.append({"fold": int(fold), "start": str(pd.Timestamp(start).date()), "end": str(pd.Timestamp(end).date()),
+                     "sessions": len(idx), "sharpe": sharpe_of(rs, ppy, rf), "benchmark_sharpe": sharpe_of(rb, ppy, rf),
+                     "active_annual": mean_annual_of(rs - rb, ppy),
+                     "rank_ic": pooled_rank_ic(lab["prediction"].to_numpy(), lab["label"].to_numpy())})
+    return rows

@@ -115,7 +115,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "backoff_s": _float(0.0, 60.0),
     },
     "validate": {
-        "policy": _choice("fail", "repair"),
+        "policy": _choice("fail", "repair", "drop"),
         "max_gap_sessions": _int(1),
         "max_move": _float(0.0),
         "max_stale_run": _int(2),
@@ -147,11 +147,20 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "val_fraction": _float(0.05, 0.5),
     },
     "model": {
-        "arch": _choice("lstm"),
+        "arch": _choice("lstm", "gru", "alstm", "transformer", "ridge", "gbm"),
         "hidden": _int(1, 4096),
         "layers": _int(1, 16),
         "dropout": _float(0.0, 0.9),
         "seq_len": _int(1, 1000),
+        "ensemble": _int(1, 100),
+        "heads": _int(1, 64),  # transformer only (from here on: each key is used by one arch)
+        "ff_size": _int(1, 65536),  # transformer
+        "ridge_alpha": _float(0.0, 1.0e6),  # ridge
+        "gbm_max_iter": _int(1, 10000),  # gbm
+        "gbm_learning_rate": _float(1.0e-4, 1.0),
+        "gbm_max_leaf_nodes": _int(2, 65536),
+        "gbm_min_samples_leaf": _int(1),
+        "gbm_l2": _float(0.0),
     },
     "train": {
         "seed": _int(0),
@@ -160,7 +169,12 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "batch_size": _int(1),
         "lr": _float(1.0e-8, 1.0),
         "weight_decay": _float(0.0, 1.0),
-        "lr_schedule": _choice("constant", "cosine"),
+        "lr_schedule": _choice("constant", "cosine", "onecycle", "plateau"),
+        "warmup_epochs": _int(0, 10000),
+        "plateau_factor": _float(0.01, 1.0),
+        "plateau_patience": _int(1),
+        "accumulate": _int(1, 4096),
+        "final_refit": Spec("bool"),
         "grad_clip": _float(0.0),
         "loss": _choice("mse", "huber"),
         "huber_delta": _float(1.0e-6, 100.0),
@@ -178,11 +192,48 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "commission_bps": _float(0.0, 1000.0),
         "slippage_bps": _float(0.0, 1000.0),
         "initial_cash": _float(1.0, 1.0e12),
+        "engine": _choice("auto", "vectorized", "event"),
+        "rule": _choice("threshold", "rank"),
+        "top_k": Spec("int", 1, None, nullable=True),
+        "top_fraction": Spec("float", 0.0, 1.0, nullable=True),
+        "rank_weighting": _choice("equal", "signal"),
+        "min_tickers": _int(1),
+        "min_abs_prediction": _float(0.0, 1.0),
+        "trend_window": Spec("int", 1, None, nullable=True),
+        "vol_regime_window": Spec("int", 2, None, nullable=True),
+        "vol_regime_quantile": _float(0.0, 1.0),
+        "vol_regime_scale": _float(0.0, 1.0),
+        "sizing": _choice("equal", "volatility", "kelly"),
+        "vol_window": _int(2),
+        "target_vol": _float(0.0, 5.0),
+        "vol_scope": _choice("position", "book"),
+        "kelly_fraction": _float(0.0, 1.0),
+        "kelly_cap": _float(0.0, 10.0),
+        "max_position": _float(0.0, 10.0),
+        "max_gross": _float(0.0, 10.0),
+        "max_net": _float(0.0, 10.0),
+        "daily_limits": Spec("bool"),
+        "limit_tolerance": _float(0.0, 1.0),
+        "stop_loss": Spec("float", 0.0, 1.0, nullable=True),
+        "trailing_stop": Spec("float", 0.0, 1.0, nullable=True),
+        "drawdown_cut": Spec("float", 0.0, 1.0, nullable=True),
+        "drawdown_restore": _float(0.0, 1.0),
+        "drawdown_factor": _float(0.0, 1.0),
+        "min_order_value": _float(0.0),
     },
     "evaluate": {
         "periods_per_year": _int(1, 366),
         "risk_free": _float(-0.5, 0.5),
         "alpha": _float(0.001, 0.5),
+        "seed": _int(0),
+        "bootstrap_reps": _int(10, 1_000_000),
+        "monte_carlo_paths": _int(10, 1_000_000),
+        "permutations": _int(1, 100_000),
+        "spa_reps": _int(10, 1_000_000),
+        "min_cross_section": _int(2, 100_000),
+        "quantiles": _int(2, 100),
+        "rolling_window": _int(5, 2520),
+        "cost_grid_bps": Spec("int_list", 0, 1000, min_len=2),
     },
 }
 
@@ -196,6 +247,10 @@ def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
         raise PipelineError(
             f"params.yaml: walk_forward.purge ({wf['purge']}) must be at least features.horizon "
             f"({f['horizon']}), or training labels would overlap the test window")
+    m = p["model"]
+    if m["arch"] == "transformer" and m["hidden"] % m["heads"]:
+        raise PipelineError(f"params.yaml: model.hidden ({m['hidden']}) must be a multiple of model.heads "
+                            f"({m['heads']}) for model.arch=transformer")
     if f["macd_fast"] >= f["macd_slow"]:
         raise PipelineError("params.yaml: features.macd_fast must be smaller than features.macd_slow")
 

@@ -21,7 +21,7 @@ import requests
 
 from lib.cli import redact, register_secret
 from lib.errors import PipelineError
-from lib.tables import COLUMNS, PRICE_COLUMNS
+from lib.tables import ALL_TICKERS, COLUMNS, PRICE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,18 @@ def parse_price_csv(path: Path, ticker: str) -> pd.DataFrame:
     """Read one ticker's CSV: our header, Yahoo's, or yfinance's three-line header.
 
     Leading rows whose date does not parse (stray header rows) are dropped; a bad date or a
-    non-numeric value further down is an error naming the file and line.
+    non-numeric value further down is an error naming the file and line. A clean file (numeric
+    columns, ISO dates) takes a fast path; anything else is read as text and checked cell by cell.
     """
     try:
+        typed = pd.read_csv(path, skip_blank_lines=True, float_precision="round_trip")
+        typed.columns = [_canonical(c) for c in typed.columns]
+        if {"date", *PRICE_COLUMNS} <= set(typed.columns) and all(
+                pd.api.types.is_numeric_dtype(typed[c]) for c in PRICE_COLUMNS):
+            dates = pd.to_datetime(typed["date"], format="%Y-%m-%d", errors="coerce")
+            if dates.notna().all():
+                return pd.DataFrame({"date": dates.to_numpy(),
+                                     **{c: typed[c].to_numpy(dtype=float) for c in PRICE_COLUMNS}})
         raw = pd.read_csv(path, dtype=str, skip_blank_lines=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise PipelineError(f"{path}: not a readable CSV file ({ticker}): {str(exc).splitlines()[0]}") from None
@@ -112,8 +121,13 @@ def _csv_file(folder: Path, ticker: str) -> Path:
 
 
 def from_csv_dir(folder: Path, tickers: list[str]) -> dict[str, pd.DataFrame]:
+    """One file per ticker; `["*"]` reads every `<TICKER>.csv` in the folder (a universe)."""
     if not folder.is_dir():
         raise PipelineError(f"data.csv_dir: folder {folder} does not exist")
+    if tickers == [ALL_TICKERS]:
+        tickers = sorted(p.stem for p in folder.glob("*.csv"))
+        if not tickers:
+            raise PipelineError(f"data.tickers=['*']: no <TICKER>.csv file in {folder}")
     return {t: parse_price_csv(_csv_file(folder, t), t) for t in tickers}
 
 

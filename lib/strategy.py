@@ -45,3 +45,12 @@ def execution_date(as_of: pd.Timestamp, fill: str) -> pd.Timestamp:
     if fill == "close":
         return pd.Timestamp(as_of)
     return pd.Timestamp(np.busday_offset(pd.Timestamp(as_of).date(), 1, roll="forward"))
+
+
+def order_rows(targets: np.ndarray, fill: str) -> np.ndarray:
+    """Move decision-day targets to the row they fill on: the same close, or the next open."""
+    if fill == "close":
+        return targets
+    shifted = np.full_like(targets, np.nan)
+    shifted[1:] = targets[:-1]
+    return shifted

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
 COLUMNS = ["date", "ticker", *PRICE_COLUMNS]  # the long price table, raw and clean
+ALL_TICKERS = "*"  # data.tickers: ["*"] = every <TICKER>.csv in data.csv_dir
 KEYS = ["date", "ticker"]
 LABEL = "label"  # forward log return over `features.horizon` of the ticker's own sessions
 LABEL_END = "label_end"  # the session whose close realises the label (López de Prado's t1)

@@ -2,6 +2,7 @@
 of findings (ticker, date, column, rule, detail, action)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -9,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from lib.errors import PipelineError
-from lib.tables import COLUMNS, PRICE_COLUMNS
+from lib.tables import ALL_TICKERS, COLUMNS, PRICE_COLUMNS
 
+log = logging.getLogger(__name__)
 PRICES = ["open", "high", "low", "close", "adj_close"]
 
 
@@ -43,9 +45,14 @@ _ORDER = ["unsorted_dates", "duplicate_date", "nan", "non_positive_price", "ohlc
           "gap", "one_day_move", "stale_close", "empty"]
 
 
+DROPPED = "ticker dropped"  # policy `drop`: the whole ticker leaves the run
+
+
 def _action(key: str, policy: str) -> str:
     done, would = _ACTIONS[key]
-    return done if policy == "repair" else f"none (policy {policy}; repair would {would})"
+    if policy == "drop" and key == "kept":
+        return DROPPED
+    return done if policy in ("repair", "drop") else f"none (policy {policy}; repair would {would})"
 
 
 def check_schema(df: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -113,13 +120,16 @@ class _Collector:
 def validate_prices(df: pd.DataFrame, cfg: dict[str, Any], tickers: list[str]) -> tuple[pd.DataFrame, list[Finding]]:
     """Run every check on every ticker at once (one pass over the long table, segment boundaries
     per ticker). Under `fail` any finding is fatal and its action says what `repair` would do;
-    under `repair` only the unrepairable ones (an empty or missing ticker) are. Returns the
+    under `repair` only the unrepairable ones (an empty or missing ticker) are; `drop` repairs
+    what `repair` repairs and drops every ticker with a finding it cannot repair (a gap, a big
+    move, a stale run, no usable rows), so one broken ticker does not stop a universe. Returns the
     cleaned (repaired) table, sorted by ticker (in order of first appearance) then date, and the
     findings, per ticker in the order of the checks."""
     policy = cfg["policy"]
     present = set(df["ticker"].dropna().unique())
-    findings = [Finding(t, None, "missing_ticker", "no rows for this ticker", "fatal") for t in tickers
-                if t not in present]
+    unusable = DROPPED if policy == "drop" else "fatal"
+    findings = [Finding(t, None, "missing_ticker", "no rows for this ticker", unusable) for t in tickers
+                if t not in present and t != ALL_TICKERS]
     codes, names = pd.factorize(df["ticker"], sort=False)  # order of first appearance, as groupby(sort=False)
     keep = codes >= 0
     if not keep.any():
@@ -212,8 +222,17 @@ def validate_prices(df: pd.DataFrame, cfg: dict[str, Any], tickers: list[str]) -
               [f"{r} identical closes ending here" for r in run_len[stale]], kept)
 
     empty = np.setdiff1d(np.arange(len(names)), code)
-    found.add("empty", "empty", empty, np.zeros(len(empty), dtype=np.int64), None, None, "no usable rows", "fatal")
-    return s[COLUMNS], findings + found.findings(names)
+    found.add("empty", "empty", empty, np.zeros(len(empty), dtype=np.int64), None, None, "no usable rows", unusable)
+    findings += found.findings(names)
+    clean = s[COLUMNS]
+    if policy == "drop":
+        dropped = sorted({f.ticker for f in findings if f.action == DROPPED})
+        clean = clean[~clean["ticker"].isin(dropped)]
+        if dropped:
+            log.warning("validate.policy=drop: %d ticker(s) dropped: %s", len(dropped), ", ".join(dropped))
+        if clean.empty:
+            findings.append(Finding("*", None, "no_ticker_left", "every ticker was dropped", "fatal"))
+    return clean, findings
 
 
 def fatal_findings(findings: list[Finding], policy: str) -> list[Finding]:

@@ -1,4 +1,5 @@
-"""predict: out-of-sample predictions per fold, and the next rebalance's signal from the final model."""
+"""predict: out-of-sample predictions per fold (ensemble mean, and member_i columns when
+model.ensemble > 1), the next rebalance's signal from the final model, and its model card."""
 import logging
 
 import numpy as np
@@ -7,9 +8,10 @@ import pandas as pd
 from lib.cli import path_args, run_stage
 from lib.dataset import Panel
 from lib.errors import PipelineError
-from lib.io import file_sha256, read_table, write_csv, write_json
+from lib.io import file_sha256, read_table, write_csv, write_json, write_text
+from lib.model_card import model_card
 from lib.params import load_params
-from lib.strategy import decision_days, execution_date, target_weights
+from lib.strategy import decision_days, execution_date
 from lib.tables import LABEL
 from lib.training import check_checkpoint, load_checkpoint, predict_rows
 
@@ -17,7 +19,7 @@ log = logging.getLogger("predict")
 
 
 def main(argv: list[str]) -> None:
-    args = path_args(argv, __doc__, "features", "models", "out", "signal")
+    args = path_args(argv, __doc__, "features", "models", "out", "signal", "card")
     params = load_params()
     rule = params["backtest"]
     features = read_table(args.features, ["date", "ticker", LABEL])
@@ -37,23 +39,26 @@ def main(argv: list[str]) -> None:
     parts = []
     for i, (model, ckpt) in enumerate(models[:-1]):
         rows = panel.rows(ckpt["fold"]["test_start"], ckpt["fold"]["test_end"], labelled=False)
+        mean, each = predict_rows(model, ckpt, panel, rows)
+        members = {f"member_{m}": p for m, p in enumerate(each)} if len(each) > 1 else {}
         parts.append(pd.DataFrame({"date": panel.dates[rows], "ticker": panel.tickers[rows], "fold": i,
-                                   "prediction": predict_rows(model, ckpt, panel, rows), "label": panel.labels[rows]}))
+                                   "prediction": mean, "label": panel.labels[rows], **members}))
     preds = pd.concat(parts, ignore_index=True).sort_values(["date", "ticker"], kind="stable")
     write_csv(preds, args.out)
 
     model, ckpt = models[-1]
     last = np.flatnonzero(np.r_[panel.tickers[1:] != panel.tickers[:-1], True] & panel.has_window)
-    pred = predict_rows(model, ckpt, panel, last)
-    weights = target_weights(pred, rule["threshold"], rule["allow_short"])
-    signals = [{"ticker": str(t), "as_of": str(pd.Timestamp(d).date()), "predicted_return": float(p),
-                "target_weight": float(w), "portfolio_weight": float(w) / len(last)}
-               for t, d, p, w in zip(panel.tickers[last], panel.dates[last], pred, weights, strict=True)]
+    pred, _ = predict_rows(model, ckpt, panel, last)
+    signals = [{"ticker": str(t), "as_of": str(pd.Timestamp(d).date()), "predicted_return": float(p)}
+               for t, d, p in zip(panel.tickers[last], panel.dates[last], pred, strict=True)]
     as_of = pd.Timestamp(panel.dates[last].max())
     write_json({"as_of": str(as_of.date()), "fill": rule["fill"],
                 "executes": str(execution_date(as_of, rule["fill"]).date()),
                 "scheduled_rebalance": bool(decision_days(pd.DatetimeIndex([as_of]), rule["rebalance"])[-1]),
-                "model": "final", "horizon_sessions": params["features"]["horizon"], "signals": signals}, args.signal)
+                "model": "final", "horizon_sessions": params["features"]["horizon"],
+                "targets_and_orders": "reports/orders.csv (the backtest stage applies the backtest.* policy)",
+                "signals": signals}, args.signal)
+    write_text(model_card(ckpt, [c for _, c in models[:-1]], preds), args.card)
     log.info("%d out-of-sample predictions over %d folds; signal as of %s", len(preds), len(names), as_of.date())
 
 

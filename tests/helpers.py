@@ -37,6 +37,8 @@ def small_params() -> dict:
     p["walk_forward"].update(folds=2, test_sessions=100, window="expanding")
     p["model"].update(hidden=8, layers=1, dropout=0.0, seq_len=10)
     p["train"].update(epochs=3, patience=2, batch_size=128)
+    p["evaluate"].update(permutations=10, bootstrap_reps=100, spa_reps=100, monte_carlo_paths=100,
+                         cost_grid_bps=[0, 10, 50])
     return p
 
 
@@ -80,3 +82,61 @@ def run_stages(*names: str) -> None:
     for name in names:
         module, argv = commands[name]
         importlib.import_module(module).main(argv)
+
+
+def slice_simulate(close: np.ndarray, fill_price: np.ndarray, orders: np.ndarray, cost_rate: float,
+                   cash_per_asset: float) -> tuple[np.ndarray, pd.DataFrame]:
+    """The foundation's engine, kept as a test oracle (it matches the peer bench's numpy reference):
+    each ticker trades its own slice of cash; target-weight `orders` ((T, N), NaN = no order) fill
+    at `fill_price` on the same row. Returns the (T, N) slice equity and the fills (row, asset, shares)."""
+    close = np.nan_to_num(pd.DataFrame(close).ffill().to_numpy(float))
+    price, w = np.asarray(fill_price, float), np.asarray(orders, float)
+    cash = np.full(close.shape[1], float(cash_per_asset))
+    held = np.zeros(close.shape[1])
+    equity, fills = np.empty(close.shape), []
+    prev = 0
+    for t in np.flatnonzero(~np.isnan(w).all(axis=1)):
+        equity[prev:t] = cash + held * close[prev:t]
+        live = ~np.isnan(w[t]) & (price[t] > 0)
+        p = np.where(live, price[t], 1.0)
+        target = np.where(live, np.nan_to_num(w[t]) * (cash + held * p) / p, held)
+        delta = target - held
+        delta[(np.abs(delta) <= np.maximum(1e-9 * np.maximum(np.abs(held), np.abs(target)), 1e-12)) | ~live] = 0.0
+        delta = np.where(delta > 0, np.minimum(delta, np.maximum(cash, 0.0) / (p * (1.0 + cost_rate))), delta)
+        cash = cash - delta * p - np.abs(delta) * p * cost_rate
+        held = held + delta
+        fills += [(t, i, delta[i]) for i in np.flatnonzero(delta)]
+        prev = t
+    equity[prev:] = cash + held * close[prev:]
+    return equity, pd.DataFrame(fills, columns=["row", "asset", "shares"])
+
+
+def synthetic_study(folder: Path, signal: float, seed: int = 0, tickers: tuple[str, ...] = ("AAA", "BBB", "CCC"),
+                    n: int = 560, test: int = 400) -> dict:
+    """Evaluate's inputs without training: GBM prices, predictions = signal x the future label + noise
+    over the last `test` sessions (two folds), and the real backtest's outputs. Writes params.yaml,
+    data/clean/prices.csv, data/predictions.csv and reports/backtest/ under `folder`; returns params."""
+    from lib.backtest import run_backtest
+    from lib.io import write_csv
+
+    p = small_params()
+    p["data"]["tickers"] = list(tickers)
+    horizon = p["features"]["horizon"]
+    prices = gbm_bars(n, tickers, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    parts = []
+    for t, g in prices.groupby("ticker", sort=True):
+        g = g.tail(test + horizon).reset_index(drop=True)
+        label = np.log(g["adj_close"].shift(-horizon) / g["adj_close"]).to_numpy()
+        noise = rng.normal(0, np.nanstd(label), len(g))
+        pred = signal * np.nan_to_num(label) + noise
+        parts.append(pd.DataFrame({"date": g["date"], "ticker": t, "fold": np.arange(len(g)) * 2 // len(g),
+                                   "prediction": pred, "label": label}).head(test))
+    preds = pd.concat(parts).sort_values(["date", "ticker"]).reset_index(drop=True)
+    result = run_backtest(prices, preds, p["backtest"], horizon, p["evaluate"]["periods_per_year"])
+    write_params(folder, p)
+    write_csv(prices, folder / "data/clean/prices.csv")
+    write_csv(preds, folder / "data/predictions.csv")
+    for name in ("equity", "trades", "weights"):
+        write_csv(getattr(result, name), folder / "reports/backtest" / f"{name}.csv")
+    return p

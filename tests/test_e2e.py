@@ -1,12 +1,16 @@
 """The real DVC pipeline in a temp copy of the repository, on a small config."""
+import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import ROOT, small_params, tool_env, write_params
+
+pytestmark = pytest.mark.slow
 
 
 def _run(cwd, *cmd, ok=True):
@@ -64,9 +68,9 @@ def test_bad_experiment_value_fails_naming_the_key_and_the_documented_recovery_w
     assert r.returncode != 0
     assert "model.hidden must be an integer, got 'abc'" in r.stdout + r.stderr
     readme = (ROOT / "README.md").read_text()
-    assert "git checkout params.yaml dvc.lock reports/" in readme and "dvc checkout" in readme
-    _run(path, "git", "checkout", "params.yaml", "dvc.lock", "reports/")
-    _run(path, *dvc, "checkout")
+    recovery = "rm -r params.yaml dvc.lock reports && git checkout HEAD -- params.yaml dvc.lock reports\n  && dvc checkout"
+    assert recovery in readme
+    _run(path, "bash", "-c", recovery.replace("\n ", ""))
     assert "Data and pipelines are up to date" in _run(path, *dvc, "status").stdout
     assert _run(path, "git", "status", "--porcelain").stdout == ""
 
@@ -112,3 +116,38 @@ def test_repro_benchmark_times_the_committed_config_with_this_python(monkeypatch
     assert bench.committed_params() == head.stdout
     monkeypatch.setenv("PATH", "/nonexistent")
     assert bench.bench_env()["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+
+
+def test_remote_round_trip_push_clone_pull_metrics_diff(repo, tmp_path):
+    """Share results the DVC way: push to a local-folder remote, clone, pull, compare metrics."""
+    path, dvc = repo
+    remote = tmp_path / "remote"
+    _run(path, *dvc, "remote", "add", "-f", "-d", "shared", str(remote))
+    _run(path, *dvc, "push")
+    clone = tmp_path / "clone"
+    _run(tmp_path, "git", "clone", "-q", str(path), str(clone))
+    _run(clone, *dvc, "remote", "add", "-f", "-d", "shared", str(remote))
+    _run(clone, *dvc, "pull")
+    assert (clone / "models" / "final.pt").read_bytes() == (path / "models" / "final.pt").read_bytes()
+    assert "Data and pipelines are up to date" in _run(clone, *dvc, "status").stdout
+    assert _run(clone, *dvc, "metrics", "diff").returncode == 0
+    _run(path, *dvc, "remote", "remove", "shared")
+
+
+def test_queued_grid_runs_and_ranks(repo):
+    """The README's sweep: queue a two-point grid, run the queue, rank the experiments."""
+    path, dvc = repo
+    _run(path, *dvc, "exp", "run", "--queue", "-S", "model.hidden=4,6")
+    _run(path, *dvc, "queue", "start", "-j", "1")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        status = _run(path, *dvc, "queue", "status").stdout
+        if status.count("Success") + status.count("Failed") >= 2:
+            break
+        time.sleep(2)
+    shown = json.loads(_run(path, *dvc, "exp", "show", "--json", "--sort-by", "vs_benchmark.mean_annual").stdout)
+    done = [r["data"] for b in shown for exp in (b.get("experiments") or []) for r in exp.get("revs", [])
+            if r.get("data") and r["data"].get("metrics") and not r.get("error")]
+    hidden = {d["params"]["params.yaml"]["data"]["model"]["hidden"] for d in done}
+    logs = "\n".join(p.read_text()[-2000:] for p in (path / ".dvc" / "tmp" / "exps").rglob("*.out"))
+    assert {4, 6} <= hidden, f"{hidden}\n{status}\n{logs}"

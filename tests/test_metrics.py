@@ -89,3 +89,81 @@ def test_prediction_quality_known_and_degenerate_cases():
     assert q.values["directional_pvalue"] < 1e-3 and q.values["ic_pvalue"] < 1e-3
     const = prediction_quality(df.assign(prediction=0.0), 5)
     assert const.values["ic"] is None and const.reasons["ic"]
+
+
+def test_return_based_building_blocks_agree_with_performance():
+    from lib.metrics import cagr_of, max_drawdown_of, returns_of, sharpe_of
+
+    e = 100 * np.cumprod(1 + np.random.default_rng(3).normal(0.0005, 0.01, 300))
+    m = performance(e, np.ones(300), NO_TRADES, 252, 0.01).values
+    r = returns_of(e)
+    assert sharpe_of(r, 252, 0.01) == pytest.approx(m["sharpe"], rel=1e-12)
+    assert cagr_of(r, 252) == pytest.approx(m["cagr"], rel=1e-10)
+    assert max_drawdown_of(r) == pytest.approx(m["max_drawdown"], rel=1e-12)
+    assert sharpe_of(np.zeros(10), 252) is None and sharpe_of(r[:2], 252) is None
+    assert max_drawdown_of(np.array([0.1, 0.1])) == 0.0 and max_drawdown_of(np.array([-0.5])) == -0.5
+
+
+def _panel(pred_fn, n_dates=60, tickers=6, seed=0):
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2021-01-01", periods=n_dates)
+    rows = []
+    for d in dates:
+        y = rng.normal(0, 0.02, tickers)
+        rows += [{"date": d, "ticker": f"T{i}", "fold": 0, "prediction": pred_fn(y[i], rng), "label": y[i]}
+                 for i in range(tickers)]
+    return pd.DataFrame(rows)
+
+
+def test_quantile_spread_by_hand_and_sign():
+    from lib.metrics import quantile_spread
+
+    perfect = _panel(lambda y, rng: y)
+    s, series = quantile_spread(perfect, 3, 5)
+    one = perfect[perfect["date"] == perfect["date"].iloc[0]].sort_values("prediction")
+    # 6 tickers in 3 groups: top 2 minus bottom 2
+    assert series["spread"].iloc[0] == pytest.approx(one["label"].tail(2).mean() - one["label"].head(2).mean())
+    assert s.values["mean"] > 0 and s.values["pvalue"] < 1e-6
+    reverse, _ = quantile_spread(_panel(lambda y, rng: -y), 3, 5)
+    assert reverse.values["mean"] == pytest.approx(-s.values["mean"])
+    few, _ = quantile_spread(perfect.head(6), 3, 5)
+    assert few.values["mean"] is None and few.reasons["mean"]
+
+
+def test_pooled_rank_ic_matches_prediction_quality_and_ignores_missing_cells():
+    from lib.metrics import ic_matrices, pooled_rank_ic
+
+    pred = _panel(lambda y, rng: y + rng.normal(0, 0.02))
+    _, p, y = ic_matrices(pred)
+    assert pooled_rank_ic(p, y) == pytest.approx(prediction_quality(pred, 5).values["ic"], abs=1e-12)
+    p = p.copy()
+    p[0, 0] = np.nan
+    assert pooled_rank_ic(p, y) is not None and pooled_rank_ic(np.ones_like(y), y) is None
+
+
+def test_fold_table_splits_by_fold_dates():
+    from lib.metrics import fold_table
+
+    pred = _panel(lambda y, rng: y, n_dates=40, tickers=2)
+    pred["fold"] = (pred["date"] >= pred["date"].iloc[40]).astype(int)
+    dates = pd.bdate_range("2020-12-31", periods=41)
+    eq = pd.DataFrame({"date": dates, "strategy": 100 * 1.001 ** np.arange(41),
+                       "benchmark": 100 * np.cumprod(1 + np.random.default_rng(1).normal(0, 0.01, 41))})
+    rows = fold_table(eq, pred, 252, 0.0, "benchmark")
+    assert [r["fold"] for r in rows] == [0, 1] and sum(r["sessions"] for r in rows) == 40
+    assert rows[0]["sharpe"] is None  # constant daily return: zero volatility, not inf
+    assert rows[1]["rank_ic"] == pytest.approx(1.0)
+
+
+def test_member_ics_sit_beside_the_ensembles():
+    from lib.significance import member_ics
+
+    panel = _overlapping_panel(200, 3, 1, 0.0)
+    rng = np.random.default_rng(0)
+    panel["member_0"] = panel["label"]
+    panel["member_1"] = rng.normal(size=len(panel))
+    panel["prediction"] = (panel["member_0"] + panel["member_1"]) / 2
+    s = member_ics(panel, 5).values
+    assert s["member_0_ic"] == pytest.approx(1.0) and abs(s["member_1_ic"]) < 0.1
+    assert s["member_1_ic"] < s["ensemble_ic"] < s["member_0_ic"]
+    assert member_ics(panel.drop(columns=["member_0", "member_1"]), 5).values == {}

@@ -14,6 +14,8 @@ import torch
 from lib.io import atomic_path
 from tests.helpers import ROOT, run_stages, small_params, stage_commands, write_params
 
+pytestmark = pytest.mark.slow
+
 AFTER_DOWNLOAD = ("validate", "featurize", "train", "predict", "backtest", "evaluate")
 
 

@@ -279,3 +279,49 @@ def test_spa_is_studentised():
     bench = rng.normal(0.0, 0.01, 1000)
     models = {"good": bench + 0.0003 + rng.normal(0.0, 0.001, 1000), "noisy": bench + rng.normal(0.0, 0.05, 1000)}
     assert spa_test(bench, models, reps=1000, seed=0)["consistent"] < 0.01
+
+
+# ------------------------------------------------------------------ permutation null, break-even cost
+
+
+def test_shuffle_in_time_keeps_each_tickers_values_and_dates():
+    import pandas as pd
+
+    from lib.stats import shuffle_in_time
+
+    df = pd.DataFrame({"date": list(range(50)) * 2, "ticker": ["A"] * 50 + ["B"] * 50,
+                       "prediction": np.arange(100.0), "label": np.arange(100.0)})
+    out = shuffle_in_time(df, np.random.default_rng(0))
+    for t, g in out.groupby("ticker"):
+        assert sorted(g["prediction"]) == sorted(df.loc[df["ticker"] == t, "prediction"])
+    assert not np.array_equal(out["prediction"], df["prediction"])
+    assert out[["date", "ticker", "label"]].equals(df[["date", "ticker", "label"]])
+
+
+def test_permutation_test_add_one_pvalue_and_determinism():
+    import pandas as pd
+
+    from lib.stats import permutation_test
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=200)
+    df = pd.DataFrame({"date": range(200), "ticker": "A", "prediction": y, "label": y})
+    corr = lambda d: float(np.corrcoef(d["prediction"], d["label"])[0, 1])
+    res = permutation_test(corr, df, 50, seed=3)
+    assert res["observed"] == pytest.approx(1.0) and res["pvalue"] == pytest.approx(1 / 51)
+    assert res == permutation_test(corr, df, 50, seed=3)
+    noise = df.assign(prediction=rng.normal(size=200))
+    assert permutation_test(corr, noise, 50, seed=3)["pvalue"] > 0.05
+    undefined = permutation_test(lambda d: None, df, 5, seed=0)
+    assert undefined["pvalue"] is None and undefined["dropped"] == 5 and undefined["reason"]
+
+
+def test_break_even_cost_bisects_the_zero_crossing():
+    from lib.stats import break_even_cost
+
+    res = break_even_cost(lambda c: 0.02 - 0.001 * c, [0, 5, 10, 20, 50])  # zero at 20 bps
+    assert res["break_even_bps"] == pytest.approx(20.0, abs=10 / 2**8)
+    assert res["edge"][0] == pytest.approx(0.02)
+    assert break_even_cost(lambda c: -0.01 - c, [0, 10])["break_even_bps"] is None
+    high = break_even_cost(lambda c: 1.0, [0, 10])
+    assert high["break_even_bps"] is None and "still positive" in high["reason"]

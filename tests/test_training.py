@@ -37,7 +37,7 @@ def test_amp_resolution():
     assert resolve_amp("auto", cpu).name == "float32"
     assert resolve_amp("off", cpu).name == "float32"
     on = resolve_amp("on", cpu)
-    assert on.name == "bfloat16" and on.scaler is None and on.loss_scale() == 1.0
+    assert on.name == "bfloat16" and not on.scaler.is_enabled() and on.loss_scale() == 1.0
 
 
 def _fold():
@@ -70,7 +70,7 @@ def test_training_is_bit_identical():
         seed_everything(3, 1)
         ckpt = train_fold(panel, _fold(), p, torch.device("cpu"), resolve_amp("off", torch.device("cpu")),
                           lambda e: None)
-        states.append(ckpt["state_dict"])
+        states.append(ckpt["members"][0]["state_dict"])
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
 
@@ -99,7 +99,7 @@ def test_a_damaged_checkpoint_is_one_clear_error(tmp_path, damage):
     from lib.training import load_checkpoint, save_checkpoint
 
     path = tmp_path / "fold_00.pt"
-    save_checkpoint({"model": {"arch": "lstm"}, "x": torch.zeros(1000)}, path)
+    save_checkpoint({"model": {"arch": "lstm"}, "features": ["a"], "seq_len": 3, "x": torch.zeros(1000)}, path)
     data = path.read_bytes()
     path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x00\x01junk" * 50,
                       "not a model": data}[damage])

@@ -254,3 +254,23 @@ def test_fail_policy_changes_only_the_actions():
                        "gap": {None}, "nan": {"close", "high", "open,volume"},
                        "non_positive_price": {"low", "open,adj_close"}, "ohlc_bounds": {"high", "low"},
                        "negative_volume": {"volume"}, "one_day_move": {"adj_close"}, "stale_close": {"close"}}
+
+
+def test_drop_policy_drops_broken_tickers_and_keeps_the_rest(caplog):
+    """A universe run: a ticker with an unrepairable finding (a gap) leaves the run, and says so."""
+    import logging
+
+    from lib.validate import DROPPED, fatal_findings, validate_prices
+    from tests.helpers import default_params, gbm_bars
+
+    cfg = {**default_params()["validate"], "policy": "drop"}
+    bars = gbm_bars(120, ("GOOD", "GAPPY", "NEGVOL"))
+    gappy = bars["ticker"] == "GAPPY"
+    bars = bars[~(gappy & bars["date"].isin(bars["date"].unique()[50:62]))].copy()
+    bars.loc[bars.index[bars["ticker"] == "NEGVOL"][5], "volume"] = -1.0  # repairable: set to 0
+    with caplog.at_level(logging.WARNING):
+        clean, findings = validate_prices(bars, cfg, ["GOOD", "GAPPY", "NEGVOL", "ABSENT"])
+    assert sorted(clean["ticker"].unique()) == ["GOOD", "NEGVOL"]
+    assert {(f.ticker, f.rule, f.action) for f in findings if f.action == DROPPED} == {
+        ("GAPPY", "gap", DROPPED), ("ABSENT", "missing_ticker", DROPPED)}
+    assert fatal_findings(findings, "drop") == [] and "2 ticker(s) dropped: ABSENT, GAPPY" in caplog.text
