@@ -34,7 +34,7 @@ def bench_env() -> dict[str, str]:
     return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "PIPELINE_QUIET": "1"}
 
 
-def _copy_pipeline(dest: Path) -> None:
+def copy_pipeline(dest: Path) -> None:
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=dest, check=True)
     for item in COPY:
@@ -57,7 +57,7 @@ def main() -> None:
     walls = []
     for i in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
-            _copy_pipeline(Path(tmp))
+            copy_pipeline(Path(tmp))
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=tmp, env=env, check=True)
             walls.append(time.perf_counter() - start)

@@ -58,7 +58,7 @@ def _card(value: str, label: str) -> str:
 
 def render(m: dict[str, Any], pngs: dict[str, bytes], series: dict[str, Any], verdict: str, params: dict) -> str:
     """The HTML page. `m` is metrics.json's content, `pngs` evaluate's figures, `series` the
-    per-fold rows and Monte Carlo dict from `stages.evaluate.significance`."""
+    per-fold rows and Monte Carlo dict from `lib.significance.significance`."""
     cfg = params["evaluate"]
     sig, iv, cost = m["significance"], m["intervals"], m["cost_sensitivity"]
     passed = (m["vs_benchmark"]["pvalue"] is not None and m["vs_benchmark"]["pvalue"] < cfg["alpha"]
@@ -67,7 +67,7 @@ def render(m: dict[str, Any], pngs: dict[str, bytes], series: dict[str, Any], ve
     tickers = ", ".join(params["data"]["tickers"])
     parts = [(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Tear sheet</title>"
              f"<style>{CSS}</style></head><body><main>"),
-             "<h1>LSTM strategy: out-of-sample tear sheet</h1>",
+             f"<h1>{_e(params['model']['arch'])} strategy: out-of-sample tear sheet</h1>",
              (f"<div class='sub'>{_e(tickers)} · {_e(p['start'])} … {_e(p['end'])} ({p['sessions']} sessions) · "
              f"after costs of {_num(cost['current_bps'], 'g')} bps per side · rebalance "
              f"{_e(params['backtest']['rebalance'])}</div>"),

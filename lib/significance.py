@@ -5,12 +5,13 @@ block-bootstrap intervals, the IC the field's way, per-fold stability, cost sens
 Deterministic: every draw comes from `evaluate.seed`."""
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 import pandas as pd
 
-from lib.backtest import run_backtest
+from lib.backtest import BacktestResult, run_backtest
 from lib.metrics import (
     Stats,
     cagr_of,
@@ -95,9 +96,19 @@ def significance(equity: pd.DataFrame, preds: pd.DataFrame, prices: pd.DataFrame
     _put_estimate(sig, "min_trl_sessions", trl)
     sig.put("min_trl_years", trl.value / ppy if trl.value is not None else None, trl.reason)
 
+    def rerun(pr: pd.DataFrame, costs: dict) -> BacktestResult:
+        """The backtest again (its delisting lines were logged once, by the backtest stage)."""
+        quiet = logging.getLogger("lib.portfolio")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            return run_backtest(prices, pr, costs, horizon, ppy)
+        finally:
+            quiet.setLevel(level)
+
     # permutation null: the same backtest and costs, predictions shuffled in time within each ticker
     def strategy_sharpe(pr: pd.DataFrame) -> float | None:
-        return sharpe_of(returns_of(run_backtest(prices, pr, bt, horizon, ppy).equity[STRATEGY].to_numpy()), ppy, rf)
+        return sharpe_of(returns_of(rerun(pr, bt).equity[STRATEGY].to_numpy()), ppy, rf)
 
     perm = permutation_test(strategy_sharpe, preds, cfg["permutations"], seed)
     sig.put("permutation_pvalue", perm["pvalue"], perm["reason"])
@@ -160,8 +171,7 @@ def significance(equity: pd.DataFrame, preds: pd.DataFrame, prices: pd.DataFrame
 
     def at(cost: float) -> pd.DataFrame:
         if cost not in runs:
-            runs[cost] = run_backtest(prices, preds, {**bt, "commission_bps": cost, "slippage_bps": 0.0}, horizon,
-                                      ppy).equity
+            runs[cost] = rerun(preds, {**bt, "commission_bps": cost, "slippage_bps": 0.0}).equity
         return runs[cost]
 
     def edge(cost: float) -> float | None:
