@@ -10,10 +10,13 @@ the early-stopping state are all restored).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -151,11 +154,12 @@ class Schedule:
         self.scale, self.bad, self.best = s["scale"], int(s["bad"]), s["best"]
 
 
-def _serialise(obj: Any) -> bytes:
-    """torch.save to memory: the archive then holds no temporary file name (identical bytes)."""
+def save_torch(obj: Any, path: Path) -> None:
+    """torch.save to memory, then an atomic write: torch.save names the archive after the file it
+    writes to, so saving straight to a temporary file would put a random name in the bytes."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    return buffer.getvalue()
+    write_bytes(buffer.getvalue(), path)
 
 
 class RunCache:
@@ -163,6 +167,19 @@ class RunCache:
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
+
+    @classmethod
+    def for_run(cls, root: Path, params: dict[str, Any], data_hash: str, device: str) -> RunCache:
+        """The folder under `root` keyed by everything that changes a trained weight (the model,
+        train and walk_forward params, the features' sha256, device, torch version), so a changed
+        config never resumes stale state; the folders of other configs are removed."""
+        what = {s: params[s] for s in ("model", "train", "walk_forward")} | {
+            "data": data_hash, "device": device, "torch": str(torch.__version__)}
+        folder = root / hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
+        for stale in root.glob("*") if root.is_dir() else []:
+            if stale != folder:
+                shutil.rmtree(stale, ignore_errors=True)
+        return cls(folder)
 
     def _path(self, tag: str) -> Path:
         assert self.folder is not None
@@ -179,7 +196,7 @@ class RunCache:
 
     def save(self, tag: str, state: dict[str, Any]) -> None:
         if self.folder is not None:
-            write_bytes(_serialise(state), self._path(tag))
+            save_torch(state, self._path(tag))
 
 
 @torch.inference_mode()

@@ -3,7 +3,6 @@
 The loop itself lives in lib/loop.py, the models behind one contract in lib/models.py."""
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,6 @@ import torch
 
 from lib.dataset import Panel
 from lib.errors import PipelineError
-from lib.io import write_bytes
 from lib.loop import (  # noqa: F401 - re-exported: the stages and tests import the loop's API from here
     Amp,
     EpochLog,
@@ -22,6 +20,7 @@ from lib.loop import (  # noqa: F401 - re-exported: the stages and tests import 
     loss_fn,
     resolve_amp,
     resolve_device,
+    save_torch,
     seed_everything,
 )
 from lib.models import Ensemble, FoldData, build, restore
@@ -109,11 +108,8 @@ def train_fold(panel: Panel, fold: Fold, params: dict[str, Any], device: torch.d
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
-    """Serialise in memory, then write atomically: torch.save names the archive after the file it
-    writes to, so saving straight to a temporary file would put a random name in the bytes."""
-    buffer = io.BytesIO()
-    torch.save(ckpt, buffer)
-    write_bytes(buffer.getvalue(), path)
+    """Write a checkpoint; identical checkpoints give identical bytes wherever they are saved."""
+    save_torch(ckpt, path)
 
 
 def load_checkpoint(path: Path) -> tuple[Ensemble, dict[str, Any]]:

@@ -4,8 +4,6 @@ Resumable: after every completed epoch each run's state goes to `--cache/<key>/`
 hash of the params that change training and the features' sha256; a rerun after a crash or
 a SIGKILL resumes from there and ends with the same bits. The key's folder is removed once
 every model is written."""
-import hashlib
-import json
 import logging
 import shutil
 import time
@@ -33,15 +31,6 @@ from lib.walk_forward import make_folds
 log = logging.getLogger("train")
 
 
-def cache_key(params: dict, data_hash: str, device: str) -> str:
-    """Everything that changes a trained weight: a changed config never resumes stale state."""
-    import torch
-
-    what = {s: params[s] for s in ("model", "train", "walk_forward")} | {
-        "data": data_hash, "device": device, "torch": str(torch.__version__)}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
-
-
 def main(argv: list[str]) -> None:
     args = path_args(argv, __doc__, "features", "models", "live", "cache")
     params = load_params()
@@ -53,8 +42,8 @@ def main(argv: list[str]) -> None:
     labelled_end = features.loc[features[LABEL].notna(), "date"].max()
     folds = make_folds(pd.DatetimeIndex(np.unique(panel.dates)), labelled_end, params["walk_forward"])
     data_hash = file_sha256(args.features)
-    cache_dir = args.cache / cache_key(params, data_hash, device.type)
-    cache = RunCache(cache_dir)
+    cache = RunCache.for_run(args.cache, params, data_hash, device.type)
+    cache_dir = cache.folder
     log.info("training %d folds + final, %s x%d, on %s (amp: %s); resume state in %s", len(folds) - 1,
              params["model"]["arch"], params["model"]["ensemble"], device, amp.name, cache_dir)
     clear_dir(args.models)  # this stage owns both folders: nothing from an earlier run may survive

@@ -131,3 +131,16 @@ def test_purge_by_label_end_date_on_a_ticker_with_holes():
     assert panel.label_end[by_date].max() >= np.datetime64(fold.val_start)
     by_date = panel.rows(fold.val_start, fold.val_end, labelled=True)
     assert panel.label_end[by_date].max() >= np.datetime64(fold.test_start)
+
+
+def test_resume_cache_is_keyed_by_config_and_drops_other_configs(tmp_path):
+    from lib.training import RunCache
+
+    p = small_params()
+    first = RunCache.for_run(tmp_path, p, "abc", "cpu")
+    first.folder.mkdir(parents=True)
+    assert RunCache.for_run(tmp_path, p, "abc", "cpu").folder == first.folder  # same config: same state
+    p["model"]["hidden"] += 1
+    other = RunCache.for_run(tmp_path, p, "abc", "cpu")
+    assert other.folder != first.folder and not first.folder.exists()  # a stale config's state is gone
+    assert RunCache.for_run(tmp_path, p, "abd", "cpu").folder != other.folder  # new data: new key
