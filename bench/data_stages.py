@@ -1,18 +1,25 @@
-"""Time the data stages (validate, featurize) and their CSV input/output on a real multi-ticker panel.
+"""Time the data stages, each run alone as the pipeline runs it, on the real S&P 500 panel.
 
-Developer script, not part of the pipeline. Reads the 402-ticker S&P 500 panel of Yahoo files
-(`Date,High,Low,Open,Close,Volume,Adj Close,Name`, dirty on purpose, see ../shared/data/SOURCES.md),
-turns it into the pipeline's long table `date,ticker,open,high,low,close,adj_close,volume` and runs,
-for the first 50, 100, 200 and 402 tickers (sorted by name), what the stages run:
+Developer script, not part of the pipeline. For the first 50, 100, 200 and 402 tickers of the
+402-ticker panel (sorted by name; Yahoo files, dirty on purpose, see ../shared/data/SOURCES.md),
+it writes a workspace with the universe study's `data` and `validate` params (source csv,
+tickers ["*"], policy drop) and the default features, then runs
 
-    write raw CSV -> read_csv + check_schema -> validate_prices (policy repair) -> write clean CSV
-    -> read_table -> build_features (default params) -> write features CSV
+    python -m stages.download   (CSV files -> data/raw/prices.parquet)
+    python -m stages.validate   (-> data/clean/prices.parquet, reports/validation.json)
+    python -m stages.featurize  (-> data/features.parquet)
+
+each in its own process, with the arguments `dvc.yaml` gives them. For each stage it prints the
+wall time (interpreter start, imports and file I/O included), the cost per input row and the
+peak resident memory of the stage's process (`ru_maxrss` from `wait4`), and fits wall time =
+start-up + cost x rows over the sizes (linear scaling: a constant cost per row, small deviations). Targets (issue 11), for
+402 tickers on 2 cores: download + validate + featurize <= 15 s, each stage <= 2 GB, and a
+per-row cost that does not grow with the number of tickers (linear scaling).
+
+As a reference in the same process it also times writing and reading the 402-ticker features
+table as CSV (the format before Parquet) and as Parquet, and prints the ratio.
 
     python bench/data_stages.py [--universe ../shared/data/universe] [--sizes 50,100,200,402] [--json out.json]
-
-Prints wall time per step, cost per input row (µs/row) and the peak resident memory of the process
-during the step (VmHWM, reset before each step; falls back to ru_maxrss, the process peak so far).
-`--tracemalloc` also reports Python-level peak allocations per step (slows the steps down).
 """
 from __future__ import annotations
 
@@ -20,124 +27,136 @@ import argparse
 import json
 import os
 import platform
-import resource
+import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib.features import build_features
-from lib.io import read_table, write_csv
+from lib.io import read_table, write_csv, write_table
 from lib.params import load_params
-from lib.providers import COLUMNS
-from lib.validate import check_schema, validate_prices
 
-YAHOO = {"Date": "date", "Open": "open", "High": "high", "Low": "low", "Close": "close", "Adj Close": "adj_close",
-         "Volume": "volume"}
+STAGES = ["download", "validate", "featurize"]
+TARGET_S, TARGET_MIB = 15.0, 2048.0
 
 
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM) of this process; False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
+def stage_argv() -> dict[str, list[str]]:
+    """Each data stage's command line, from dvc.yaml."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: stages[name]["cmd"].split() for name in STAGES}
 
 
-def _peak_mib(resettable: bool) -> float:
-    if resettable:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def read_universe(folder: Path, n: int) -> pd.DataFrame:
-    """The first `n` tickers' files (sorted by name) as one long table, ticker = file name."""
-    files = sorted(folder.glob("*.csv"))[:n]
+def workspace(folder: Path, universe: Path, n: int) -> int:
+    """A folder holding params.yaml and the first `n` ticker files; returns their total data rows."""
+    files = sorted(universe.glob("*.csv"))[:n]
     if len(files) < n:
-        raise SystemExit(f"{folder}: {len(files)} ticker files, {n} asked for")
-    parts = []
+        raise SystemExit(f"{universe}: {len(files)} ticker files, {n} asked for")
+    (folder / "universe").mkdir(parents=True)
     for f in files:
-        df = pd.read_csv(f).rename(columns=YAHOO)
-        parts.append(df.assign(ticker=f.stem)[COLUMNS])
-    return pd.concat(parts, ignore_index=True)
+        (folder / "universe" / f.name).symlink_to(f.resolve())
+    params = load_params(ROOT / "params.yaml")
+    params["data"].update(source="csv", csv_dir="universe", tickers=["*"], start=None, end=None)
+    params["validate"]["policy"] = "drop"
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return sum(sum(1 for _ in f.open()) - 1 for f in files)
 
 
-def _step(results: list[dict[str, Any]], n: int, rows: int | None, name: str, fn: Callable[[], Any], trace: bool) -> Any:
-    resettable = _reset_peak()
-    if trace:
-        tracemalloc.start()
+def run_stage(folder: Path, argv: list[str]) -> tuple[float, float]:
+    """Run one stage in its own process; (wall seconds, peak RSS MiB of that process)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
-    out = fn()
+    proc = subprocess.Popen([sys.executable, *argv[1:]], cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    rows = len(out) if rows is None else rows
-    row = {"tickers": n, "rows": rows, "step": name, "seconds": round(wall, 4),
-           "us_per_row": round(wall / max(rows, 1) * 1e6, 3), "peak_rss_mib": round(_peak_mib(resettable), 1)}
-    if trace:
-        row["tracemalloc_peak_mib"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
-        tracemalloc.stop()
-    results.append(row)
-    extra = f"  tracemalloc {row['tracemalloc_peak_mib']:8.1f} MiB" if trace else ""
-    print(f"{n:5d} {rows:8d}  {name:16s} {wall:8.3f} s  {row['us_per_row']:8.2f} us/row  "
-          f"peak RSS {row['peak_rss_mib']:8.1f} MiB{extra}", flush=True)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv[2]} failed:\n{proc.stderr.read().decode()}")
+    proc.stderr.close()
+    return wall, usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def format_reference(features: Path) -> dict[str, float]:
+    """Seconds to write and read the features table as CSV and as Parquet (same process)."""
+    df = read_table(features, [])
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_format.") as tmp:
+        for fmt in ("csv", "parquet"):
+            path = Path(tmp) / f"features.{fmt}"
+            t0 = time.perf_counter()
+            write_table(df, path) if fmt == "parquet" else write_csv(df, path)
+            out[f"write_{fmt}"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            read_table(path, [])
+            out[f"read_{fmt}"] = time.perf_counter() - t0
+            out[f"mib_{fmt}"] = path.stat().st_size / 2**20
     return out
 
 
-def run(universe: Path, sizes: list[int], trace: bool) -> list[dict[str, Any]]:
-    params = load_params(ROOT / "params.yaml")
-    vcfg = {**params["validate"], "policy": "repair"}
-    fcfg = params["features"]
+def run(universe: Path, sizes: list[int]) -> dict[str, Any]:
+    argv = stage_argv()
     results: list[dict[str, Any]] = []
-    print(f"{'n':>5s} {'rows':>8s}  {'step':16s} {'wall':>10s}  {'cost':>14s}  peak memory")
-    with tempfile.TemporaryDirectory(prefix="bench_data_stages.") as tmp:
-        raw_csv, clean_csv, feat_csv = (Path(tmp) / f for f in ("raw.csv", "clean.csv", "features.csv"))
-        for n in sizes:
-            long = _step(results, n, None, "read universe", lambda n=n: read_universe(universe, n), trace)
-            rows = len(long)
-            tickers = sorted(long["ticker"].unique())
-            _step(results, n, rows, "write raw csv", lambda long=long: write_csv(long, raw_csv), trace)
-            raw = _step(results, n, rows, "read raw csv",
-                        lambda: check_schema(pd.read_csv(raw_csv, dtype={"ticker": str}), str(raw_csv)), trace)
-            clean, findings = _step(results, n, rows, "validate", lambda raw=raw, t=tickers: validate_prices(raw, vcfg, t),
-                                    trace)
-            _step(results, n, rows, "write clean csv", lambda clean=clean: write_csv(clean, clean_csv), trace)
-            clean = _step(results, n, rows, "read clean csv", lambda: read_table(clean_csv, COLUMNS), trace)
-            feats = _step(results, n, len(clean), "featurize", lambda clean=clean: build_features(clean, fcfg), trace)
-            _step(results, n, len(clean), "write features", lambda feats=feats: write_csv(feats, feat_csv), trace)
-            total = sum(r["seconds"] for r in results[-8:] if r["step"] in ("validate", "featurize"))
-            print(f"{n:5d} {rows:8d}  validate+featurize {total:.3f} s; {len(findings)} findings, "
-                  f"{len(clean)} clean rows, {feats.shape[0]} x {feats.shape[1]} features", flush=True)
-    return results
+    reference: dict[str, float] = {}
+    print(f"{'tickers':>7s} {'rows':>8s}  {'stage':10s} {'wall':>8s}  {'cost':>12s}  {'peak RSS':>10s}")
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench_data_stages.") as tmp:
+            folder = Path(tmp)
+            rows = workspace(folder, universe, n)
+            for name in STAGES:
+                wall, mib = run_stage(folder, argv[name])
+                results.append({"tickers": n, "rows": rows, "stage": name, "seconds": round(wall, 3),
+                                "us_per_row": round(wall / rows * 1e6, 3), "peak_rss_mib": round(mib, 1)})
+                print(f"{n:7d} {rows:8d}  {name:10s} {wall:7.2f}s  {wall / rows * 1e6:7.2f} us/row  {mib:7.0f} MiB",
+                      flush=True)
+            total = sum(r["seconds"] for r in results[-len(STAGES):])
+            peak = max(r["peak_rss_mib"] for r in results[-len(STAGES):])
+            print(f"{n:7d} {rows:8d}  {'total':10s} {total:7.2f}s  {total / rows * 1e6:7.2f} us/row  {peak:7.0f} MiB",
+                  flush=True)
+            if n == max(sizes):
+                reference = format_reference(folder / "data/features.parquet")
+    largest = [r for r in results if r["tickers"] == max(sizes)]
+    total = sum(r["seconds"] for r in largest)
+    peak = max(r["peak_rss_mib"] for r in largest)
+    print(f"\n{max(sizes)} tickers: download + validate + featurize {total:.1f} s (target <= {TARGET_S:.0f} s: "
+          f"{total / TARGET_S:.2f} of it), peak {peak:.0f} MiB (target <= {TARGET_MIB:.0f}: {peak / TARGET_MIB:.2f})")
+    print("linear scaling, least squares wall = start-up + cost x rows over the sizes:")
+    for name in STAGES:
+        rows = np.array([r["rows"] for r in results if r["stage"] == name], dtype=float)
+        wall = np.array([r["seconds"] for r in results if r["stage"] == name])
+        cost, fixed = np.polyfit(rows, wall, 1) if len(rows) > 1 else (wall[0] / rows[0], 0.0)
+        worst = np.max(np.abs(fixed + cost * rows - wall) / wall)
+        print(f"  {name:10s} start-up {fixed:5.2f} s + {cost * 1e6:5.2f} us/row; largest deviation from the line "
+              f"{worst:.0%}")
+    print(f"features table, {max(sizes)} tickers: write CSV {reference['write_csv']:.2f} s vs Parquet "
+          f"{reference['write_parquet']:.2f} s ({reference['write_csv'] / reference['write_parquet']:.0f}x); read CSV "
+          f"{reference['read_csv']:.2f} s vs Parquet {reference['read_parquet']:.2f} s "
+          f"({reference['read_csv'] / reference['read_parquet']:.0f}x); {reference['mib_csv']:.0f} MiB vs "
+          f"{reference['mib_parquet']:.0f} MiB")
+    return {"results": results, "format_reference": {k: round(v, 3) for k, v in reference.items()}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--universe", type=Path, default=Path("../shared/data/universe"),
                     help="folder of <TICKER>.csv Yahoo files (default: ../shared/data/universe)")
-    ap.add_argument("--sizes", default="50,100,200,402", help="ticker counts, comma-separated")
-    ap.add_argument("--tracemalloc", action="store_true", help="also report Python-level peak allocations")
+    ap.add_argument("--sizes", default="50,100,200,402", help="ticker counts, ascending, comma-separated")
     ap.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = ap.parse_args()
     if not args.universe.is_dir():
         raise SystemExit(f"{args.universe}: not a folder (pass --universe)")
     print(f"python {platform.python_version()}, pandas {pd.__version__}, {os.cpu_count()} CPU(s), "
           f"{platform.machine()}; universe {args.universe}")
-    results = run(args.universe, [int(s) for s in args.sizes.split(",")], args.tracemalloc)
+    out = run(args.universe.resolve(), [int(s) for s in args.sizes.split(",")])
     if args.json:
-        args.json.write_text(json.dumps({"platform": platform.platform(), "cpus": os.cpu_count(),
-                                         "results": results}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"platform": platform.platform(), "cpus": os.cpu_count(), **out}, indent=2)
+                             + "\n")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Atomic file output (temp file in the same folder, then rename) and table input."""
+"""Atomic file output (temp file in the same folder, then rename) and table input.
+
+Tables go by suffix: `*.parquet` (the pipeline's data tables: typed columns, floats bit-exact,
+read back with their column types checked) or CSV (reports that DVC plots or a person reads)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lib.errors import PipelineError
-from lib.tables import DATE_COLUMNS
+from lib.tables import DATE_COLUMNS, STRING_COLUMNS
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -74,16 +79,65 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
         df.assign(**dates).to_csv(tmp, index=False)
 
 
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a table without its index: Parquet (zstd) for `*.parquet`, else CSV (`write_csv`).
+
+    The Parquet file holds only the Arrow schema (no pandas metadata), so its bytes depend on the
+    values and the pinned pyarrow alone."""
+    if Path(path).suffix != ".parquet":
+        write_csv(df, path)
+        return
+    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "date"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_floating(t) or pa.types.is_integer(t):
+        return "number"
+    return str(t)
+
+
+def _expected_kind(column: str) -> str:
+    return "date" if column in DATE_COLUMNS else "string" if column in STRING_COLUMNS else "number"
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """Read a Parquet table, checking every column's type: dates (DATE_COLUMNS) are timestamps,
+    STRING_COLUMNS are strings, every other column is a number."""
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"{path}: not a readable Parquet file ({reason}); rerun the stage that writes it "
+                            "(dvc repro -f <stage>)") from None
+    for field in table.schema:
+        kind, expected = _kind(field.type), _expected_kind(field.name)
+        if kind != expected:
+            raise PipelineError(f"{path}: column {field.name!r} has type {field.type}, expected a {expected}")
+    return table.to_pandas()
+
+
 def read_table(path: str | os.PathLike, required: list[str]) -> pd.DataFrame:
-    """Read a CSV written by a previous stage (floats round-trip exactly) and parse its dates."""
+    """Read a table written by a previous stage (Parquet by suffix, else CSV whose floats
+    round-trip exactly); dates parsed, `required` columns present."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: file not found (run the stage that writes it: dvc repro)")
-    df = pd.read_csv(path)
+    df = _read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"ticker": str})
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise PipelineError(f"{path}: missing column(s) {missing}")
     for col in DATE_COLUMNS:
         if col in df.columns:
-            df[col] = pd.to_datetime(df[col])
+            dates = pd.to_datetime(df[col], errors="coerce")
+            bad = dates.isna() & df[col].notna()
+            if bad.any():
+                i = int(bad.to_numpy().argmax())
+                raise PipelineError(f"{path}, row {i + 1}: {col} {df[col].iloc[i]!r} does not parse as a date")
+            df[col] = dates
     return df

@@ -12,6 +12,7 @@ LABEL = "label"  # forward log return over `features.horizon` of the ticker's ow
 LABEL_END = "label_end"  # the session whose close realises the label (López de Prado's t1)
 PREDICTIONS = ["date", "ticker", "fold", "prediction", LABEL]
 DATE_COLUMNS = ["date", LABEL_END]  # parsed as dates wherever a table is read
+STRING_COLUMNS = ["ticker"]  # text in a table; every other column is a date or a number
 
 STRATEGY = "strategy"
 BASELINES = ["benchmark", "momentum"]  # buy-and-hold, and long when the trailing return is positive

@@ -2,7 +2,7 @@
 import logging
 
 from lib.cli import path_args, run_stage
-from lib.io import write_csv
+from lib.io import write_table
 from lib.params import load_params
 from lib.providers import download
 
@@ -13,7 +13,7 @@ def main(argv: list[str]) -> None:
     args = path_args(argv, __doc__, "sample-dir", "out")
     cfg = load_params()["data"]
     prices = download(cfg, args.sample_dir)
-    write_csv(prices, args.out)
+    write_table(prices, args.out)
     log.info("%d rows for %s from %s -> %s", len(prices), cfg["tickers"], cfg["source"], args.out)
 
 

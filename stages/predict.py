@@ -8,7 +8,7 @@ import pandas as pd
 from lib.cli import path_args, run_stage
 from lib.dataset import Panel
 from lib.errors import PipelineError
-from lib.io import file_sha256, read_table, write_csv, write_json, write_text
+from lib.io import file_sha256, read_table, write_json, write_table, write_text
 from lib.model_card import model_card
 from lib.params import load_params
 from lib.strategy import decision_days, execution_date
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> None:
         parts.append(pd.DataFrame({"date": panel.dates[rows], "ticker": panel.tickers[rows], "fold": i,
                                    "prediction": mean, "label": panel.labels[rows], **members}))
     preds = pd.concat(parts, ignore_index=True).sort_values(["date", "ticker"], kind="stable")
-    write_csv(preds, args.out)
+    write_table(preds, args.out)
 
     model, ckpt = models[-1]
     last = np.flatnonzero(np.r_[panel.tickers[1:] != panel.tickers[:-1], True] & panel.has_window)

@@ -1,11 +1,9 @@
 """validate: check every ticker's bars; stop on a finding (policy fail) or repair and list it."""
 import logging
 
-import pandas as pd
-
 from lib.cli import path_args, run_stage
 from lib.errors import PipelineError
-from lib.io import write_csv, write_json
+from lib.io import read_table, write_json, write_table
 from lib.params import load_params
 from lib.validate import check_schema, failure_message, fatal_findings, report, validate_prices
 
@@ -16,9 +14,7 @@ def main(argv: list[str]) -> None:
     args = path_args(argv, __doc__, "prices", "out", "report")
     params = load_params()
     cfg = params["validate"]
-    if not args.prices.exists():
-        raise PipelineError(f"{args.prices}: not found (run the download stage)")
-    raw = check_schema(pd.read_csv(args.prices, dtype={"ticker": str}), str(args.prices))
+    raw = check_schema(read_table(args.prices, []), str(args.prices))
     clean, findings = validate_prices(raw, cfg, params["data"]["tickers"])
     write_json(report(raw, clean, findings, cfg["policy"]), args.report)
     fatal = fatal_findings(findings, cfg["policy"])
@@ -26,7 +22,7 @@ def main(argv: list[str]) -> None:
         raise PipelineError(failure_message(fatal, str(args.report)))
     for f in findings:
         log.warning("%s %s %s %s: %s -> %s", f.ticker, f.date, f.column or "-", f.rule, f.detail, f.action)
-    write_csv(clean, args.out)
+    write_table(clean, args.out)
     log.info("%d rows passed, %d finding(s) repaired or kept", len(clean), len(findings))
 
 

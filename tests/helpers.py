@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -40,6 +41,11 @@ def small_params() -> dict:
     p["evaluate"].update(permutations=10, bootstrap_reps=100, spa_reps=100, monte_carlo_paths=100,
                          cost_grid_bps=[0, 10, 50])
     return p
+
+
+def frame_sha(df: pd.DataFrame) -> str:
+    """sha256 of a table's values, column names excluded (pandas' row hashes, index ignored)."""
+    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest()
 
 
 def write_params(folder: Path, params: dict) -> None:
@@ -115,9 +121,9 @@ def synthetic_study(folder: Path, signal: float, seed: int = 0, tickers: tuple[s
                     n: int = 560, test: int = 400) -> dict:
     """Evaluate's inputs without training: GBM prices, predictions = signal x the future label + noise
     over the last `test` sessions (two folds), and the real backtest's outputs. Writes params.yaml,
-    data/clean/prices.csv, data/predictions.csv and reports/backtest/ under `folder`; returns params."""
+    data/clean/prices.parquet, data/predictions.parquet and reports/backtest/ under `folder`; returns params."""
     from lib.backtest import run_backtest
-    from lib.io import write_csv
+    from lib.io import write_csv, write_table
 
     p = small_params()
     p["data"]["tickers"] = list(tickers)
@@ -135,8 +141,8 @@ def synthetic_study(folder: Path, signal: float, seed: int = 0, tickers: tuple[s
     preds = pd.concat(parts).sort_values(["date", "ticker"]).reset_index(drop=True)
     result = run_backtest(prices, preds, p["backtest"], horizon, p["evaluate"]["periods_per_year"])
     write_params(folder, p)
-    write_csv(prices, folder / "data/clean/prices.csv")
-    write_csv(preds, folder / "data/predictions.csv")
+    write_table(prices, folder / "data/clean/prices.parquet")
+    write_table(preds, folder / "data/predictions.parquet")
     for name in ("equity", "trades", "weights"):
         write_csv(getattr(result, name), folder / "reports/backtest" / f"{name}.csv")
     return p

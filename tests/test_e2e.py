@@ -42,8 +42,8 @@ def repo(tmp_path_factory):
 
 def test_repro_writes_every_output(repo):
     path, dvc = repo
-    for out in ("data/raw/prices.csv", "data/clean/prices.csv", "data/features.csv", "models/final.pt",
-                "models/fold_00.pt", "data/predictions.csv", "reports/signal.json", "reports/backtest/equity.csv",
+    for out in ("data/raw/prices.parquet", "data/clean/prices.parquet", "data/features.parquet", "models/final.pt",
+                "models/fold_00.pt", "data/predictions.parquet", "reports/signal.json", "reports/backtest/equity.csv",
                 "reports/backtest/trades.csv", "reports/metrics.json", "reports/plots/equity.png",
                 "reports/train/curves.csv", "reports/train/metrics.json", "dvc.lock"):
         assert (path / out).exists(), out

@@ -1,14 +1,14 @@
 import copy
-import hashlib
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from lib.features import build_features, feature_columns
+from lib.io import read_table
 from lib.providers import download
 from lib.tables import LABEL, LABEL_END
-from tests.helpers import ROOT, default_params, gbm_bars
+from tests.helpers import ROOT, default_params, frame_sha, gbm_bars, run_stages, write_params
 
 
 @pytest.fixture
@@ -90,10 +90,6 @@ OTHER_FEATURES = {
     "atr_window": 7, "vol_windows": [10], "volume_window": 10, "calendar": False}
 
 
-def sha(df: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest()
-
-
 def sample_prices(tickers: list[str], start: str | None, shuffle: bool = False) -> pd.DataFrame:
     cfg = {"source": "sample", "tickers": tickers, "start": start, "end": None}
     df = download(cfg, SAMPLE)
@@ -118,14 +114,27 @@ GOLDEN = {
 def test_identical_to_golden_reference(name):
     g = GOLDEN[name]
     prices = sample_prices(g["tickers"], g["start"], g["shuffle"])
-    assert sha(prices) == g["input_sha"], "the sample input itself changed (lib.providers or data/sample)"
+    assert frame_sha(prices) == g["input_sha"], "the sample input itself changed (lib.providers or data/sample)"
     out = build_features(prices, copy.deepcopy(g["cfg"]))
     assert out.shape == g["shape"]
     assert list(out.columns) == golden_columns(g["cfg"])
     assert out["date"].dtype == prices["date"].dtype and out["ticker"].dtype == prices["ticker"].dtype
     assert (out[feature_columns(out)].dtypes == np.float64).all() and out[LABEL].dtype == np.float64
     assert out.index.equals(pd.RangeIndex(len(out)))
-    assert sha(out.drop(columns=LABEL_END)) == g["sha"]  # the golden hash predates the label end column
+    assert frame_sha(out.drop(columns=LABEL_END)) == g["sha"]  # the golden hash predates the label end column
+
+
+def test_data_stages_through_parquet_give_the_golden_features(workdir):
+    """download -> validate -> featurize on the sample, the default params: the same bits as the
+    golden reference captured before Parquet (and before vectorisation)."""
+    golden = GOLDEN["default"]
+    p = default_params()
+    assert p["features"] == golden["cfg"] and p["data"]["tickers"] == golden["tickers"]
+    write_params(workdir, p)
+    run_stages("download", "validate", "featurize")
+    out = read_table(workdir / "data/features.parquet", [])
+    assert out.shape == golden["shape"]
+    assert frame_sha(out.drop(columns=LABEL_END)) == golden["sha"]
 
 
 def golden_columns(cfg) -> list[str]:

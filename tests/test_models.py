@@ -16,6 +16,7 @@ import torch
 
 from lib.dataset import Panel
 from lib.errors import PipelineError
+from lib.io import read_table
 from lib.loop import Schedule, fit_torch, resolve_amp, seed_everything
 from lib.models import GBMModel, LSTMRegressor, build_net
 from lib.params import validate_params
@@ -222,12 +223,12 @@ def test_training_killed_mid_run_resumes_and_ends_bit_identical(tmp_path, monkey
         if name == "base":
             run_stages("train")
         run_stages("predict", "backtest", "evaluate")
-        outputs[name] = {f: Path(f).read_bytes() for f in ("data/predictions.csv", "reports/metrics.json",
+        outputs[name] = {f: Path(f).read_bytes() for f in ("data/predictions.parquet", "reports/metrics.json",
                                                            "reports/train/metrics.json", "reports/train/curves.csv",
                                                            "models/fold_00.pt", "models/final.pt")}
     for f, data in outputs["base"].items():
         assert outputs["killed"][f] == data, f
-    preds = pd.read_csv(tmp_path / "base" / "data/predictions.csv")
+    preds = read_table(tmp_path / "base" / "data/predictions.parquet", [])
     assert list(preds.columns) == ["date", "ticker", "fold", "prediction", "label", "member_0", "member_1"]
     np.testing.assert_allclose(preds["prediction"], preds[["member_0", "member_1"]].mean(axis=1), rtol=1e-12)
     card = (tmp_path / "base" / "reports/model_card.md").read_text()

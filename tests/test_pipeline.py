@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lib.io import atomic_path
+from lib.io import atomic_path, read_table, write_table
 from tests.helpers import ROOT, run_stages, small_params, stage_commands, write_params
 
 pytestmark = pytest.mark.slow
@@ -20,9 +20,9 @@ AFTER_DOWNLOAD = ("validate", "featurize", "train", "predict", "backtest", "eval
 
 
 def _outputs():
-    files = {"predictions": "data/predictions.csv", "weights": "reports/backtest/weights.csv",
+    files = {"predictions": "data/predictions.parquet", "weights": "reports/backtest/weights.csv",
              "equity": "reports/backtest/equity.csv"}
-    return {name: pd.read_csv(path, parse_dates=["date"]) for name, path in files.items()}
+    return {name: read_table(path, ["date"]) for name, path in files.items()}
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,9 @@ def base_run(tmp_path_factory):
         write_params(folder, small_params())
         run_stages("download", *AFTER_DOWNLOAD)
         out = _outputs()
-        raw = pd.read_csv("data/raw/prices.csv", parse_dates=["date"])
+        raw = read_table("data/raw/prices.parquet", ["date"])
         metrics = Path("reports/metrics.json").read_text()
-        preds_text = Path("data/predictions.csv").read_text()
+        preds_text = Path("data/predictions.parquet").read_bytes()
         folds = [torch.load(f"models/fold_{i:02d}.pt", weights_only=True)["fold"] for i in range(2)]
     finally:
         os.chdir(cwd)
@@ -49,9 +49,9 @@ def _rerun_with(folder, raw):
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        raw.assign(date=raw["date"].dt.strftime("%Y-%m-%d")).to_csv("data/raw/prices.csv", index=False)
+        write_table(raw, "data/raw/prices.parquet")
         run_stages(*AFTER_DOWNLOAD)
-        return _outputs(), Path("reports/metrics.json").read_text(), Path("data/predictions.csv").read_text()
+        return _outputs(), Path("reports/metrics.json").read_text(), Path("data/predictions.parquet").read_bytes()
     finally:
         os.chdir(cwd)
 
@@ -160,7 +160,8 @@ def test_predict_refuses_models_from_another_config_or_data(base_run, tmp_path, 
     with pytest.raises(PipelineError, match="models/fold_00.pt was trained with model.hidden=8 but params.yaml has 16"):
         run_stages("predict")
     write_params(Path("."), small_params())
-    Path("data/features.csv").write_text(Path("data/features.csv").read_text() + "\n")
+    features = read_table("data/features.parquet", [])
+    write_table(features.assign(rsi=features["rsi"] + 1e-12), "data/features.parquet")
     with pytest.raises(PipelineError, match="models/fold_00.pt was trained on other features"):
         run_stages("predict")
 
@@ -215,7 +216,7 @@ def test_bad_param_stops_before_work(workdir):
     r = _stage("download", workdir)
     assert r.returncode == 1
     assert "error [download]: params.yaml: unknown key(s) ['model.hiden']" in r.stderr
-    assert not (workdir / "data" / "raw" / "prices.csv").exists()
+    assert not (workdir / "data" / "raw" / "prices.parquet").exists()
 
 
 def test_corrupt_csv_and_unknown_ticker(workdir):
@@ -227,7 +228,7 @@ def test_corrupt_csv_and_unknown_ticker(workdir):
     _setup(workdir, source="csv", csv_dir=str(csv), tickers=["SPY"])
     r = _stage("download", workdir)
     assert r.returncode == 1 and "SPY.csv" in r.stderr and "line 101" in r.stderr, r.stderr
-    assert not (workdir / "data" / "raw" / "prices.csv").exists()
+    assert not (workdir / "data" / "raw" / "prices.parquet").exists()
     _setup(workdir, tickers=["SPY", "XYZ"])
     r = _stage("download", workdir)
     assert r.returncode == 1 and "ticker XYZ: no file" in r.stderr
@@ -236,13 +237,13 @@ def test_corrupt_csv_and_unknown_ticker(workdir):
 def test_nan_in_data_fails_validation_with_report(workdir):
     _setup(workdir)
     assert _stage("download", workdir).returncode == 0
-    raw = pd.read_csv(workdir / "data/raw/prices.csv")
+    raw = read_table(workdir / "data/raw/prices.parquet", [])
     raw.loc[40, "close"] = np.nan
-    raw.to_csv(workdir / "data/raw/prices.csv", index=False)
+    write_table(raw, workdir / "data/raw/prices.parquet")
     r = _stage("validate", workdir)
     assert r.returncode == 1
-    assert f"validation failed: {raw.loc[40, 'ticker']} {raw.loc[40, 'date']} close rule=nan" in r.stderr
-    assert not (workdir / "data/clean/prices.csv").exists() and (workdir / "reports/validation.json").exists()
+    assert f"validation failed: {raw.loc[40, 'ticker']} {raw.loc[40, 'date'].date()} close rule=nan" in r.stderr
+    assert not (workdir / "data/clean/prices.parquet").exists() and (workdir / "reports/validation.json").exists()
 
 
 def test_fmp_missing_key_and_network_error_never_leak_the_key(workdir):
@@ -256,7 +257,7 @@ def test_fmp_missing_key_and_network_error_never_leak_the_key(workdir):
     r = _stage("download", workdir, {"FMP_API_KEY": key, "FMP_BASE_URL": "http://127.0.0.1:9"})
     assert r.returncode == 1 and "failed after 2 tries (ConnectionError" in r.stderr
     assert key not in r.stderr + r.stdout
-    assert not (workdir / "data/raw/prices.csv").exists()
+    assert not (workdir / "data/raw/prices.parquet").exists()
 
 
 def test_missing_model_is_a_clear_error(base_run, tmp_path, monkeypatch):

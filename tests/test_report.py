@@ -20,8 +20,8 @@ BOOK_COLUMNS = ["date", "strategy", "benchmark", "momentum", "strategy_weight", 
 
 def _inputs(folder: Path):
     return (read_table(folder / "reports/backtest/equity.csv", BOOK_COLUMNS),
-            read_table(folder / "data/predictions.csv", PREDICTIONS),
-            read_table(folder / "data/clean/prices.csv", COLUMNS))
+            read_table(folder / "data/predictions.parquet", PREDICTIONS),
+            read_table(folder / "data/clean/prices.parquet", COLUMNS))
 
 
 def _significance(folder: Path, signal: float, seed: int, permutations: int = 30):
@@ -69,7 +69,7 @@ class _Refs(HTMLParser):
                 self.refs.append(v)
 
 
-ARGS = ["--backtest", "reports/backtest", "--predictions", "data/predictions.csv", "--prices", "data/clean/prices.csv", "--metrics", "reports/metrics.json", "--plots", "reports/plots", "--report", "reports/report.html"]
+ARGS = ["--backtest", "reports/backtest", "--predictions", "data/predictions.parquet", "--prices", "data/clean/prices.parquet", "--metrics", "reports/metrics.json", "--plots", "reports/plots", "--report", "reports/report.html"]
 
 
 def test_report_is_self_contained_complete_and_deterministic(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 from lib.errors import PipelineError
 from lib.providers import download
 from lib.validate import check_schema, failure_message, fatal_findings, report, validate_prices
-from tests.helpers import ROOT, default_params, gbm_bars
+from tests.helpers import ROOT, default_params, frame_sha, gbm_bars
 
 
 @pytest.fixture
@@ -174,10 +174,6 @@ GOLDEN = {"input": "c4f543487b8e4ba074000e3f59140f94c551a51e82a37fe1cf6d05b22793
           "findings": "e9ab639d5dec4073756a487308da715735d6b28fdadee761ec4bf8b93ae9472e"}
 
 
-def sha(df: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest()
-
-
 def findings_sha(findings) -> str:
     rows = [[f.ticker, f.date, f.rule, f.detail, f.action] for f in findings]
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
@@ -225,12 +221,12 @@ def dirty_sample() -> pd.DataFrame:
 
 def test_identical_to_golden_reference():
     df = dirty_sample()
-    assert sha(df) == GOLDEN["input"], "the sample input itself changed (lib.providers or data/sample)"
+    assert frame_sha(df) == GOLDEN["input"], "the sample input itself changed (lib.providers or data/sample)"
     clean, findings = validate_prices(df, dict(GOLDEN_CFG), GOLDEN_TICKERS)
     assert clean.shape == GOLDEN["clean_shape"] and list(clean.columns) == list(df.columns)
     assert (clean.dtypes.drop(["volume"]) == df.dtypes.drop(["volume"])).all() and clean["volume"].dtype == float
     assert clean.index.equals(pd.RangeIndex(len(clean)))
-    assert sha(clean) == GOLDEN["clean"]
+    assert frame_sha(clean) == GOLDEN["clean"]
     assert len(findings) == GOLDEN["n_findings"]
     assert findings_sha(findings) == GOLDEN["findings"]
 
