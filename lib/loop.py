@@ -29,9 +29,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from lib import distributed
 from lib.dataset import windows
 from lib.errors import PipelineError
 from lib.io import write_bytes
+from lib.params import result_params
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 4096
@@ -154,12 +156,17 @@ class Schedule:
         self.scale, self.bad, self.best = s["scale"], int(s["bad"]), s["best"]
 
 
-def save_torch(obj: Any, path: Path) -> None:
-    """torch.save to memory, then an atomic write: torch.save names the archive after the file it
-    writes to, so saving straight to a temporary file would put a random name in the bytes."""
+def torch_bytes(obj: Any) -> bytes:
+    """torch.save to memory: torch.save names the archive after the file it writes to, so saving
+    straight to a temporary file would put a random name in the bytes."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    write_bytes(buffer.getvalue(), path)
+    return buffer.getvalue()
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """`torch_bytes`, written atomically."""
+    write_bytes(torch_bytes(obj), path)
 
 
 class RunCache:
@@ -171,10 +178,13 @@ class RunCache:
     @classmethod
     def for_run(cls, root: Path, params: dict[str, Any], data_hash: str, device: str) -> RunCache:
         """The folder under `root` keyed by everything that changes a trained weight (the model,
-        train and walk_forward params, the features' sha256, device, torch version), so a changed
-        config never resumes stale state; the folders of other configs are removed."""
-        what = {s: params[s] for s in ("model", "train", "walk_forward")} | {
-            "data": data_hash, "device": device, "torch": str(torch.__version__)}
+        train and walk_forward params but train.workers, the features' sha256, device, torch
+        version, DDP world size), so a changed config never resumes stale state; the folders of
+        other configs are removed."""
+        kept = result_params(params)
+        what = {s: kept[s] for s in ("model", "train", "walk_forward")} | {
+            "data": data_hash, "device": device, "torch": str(torch.__version__),
+            "world_size": distributed.world_size()}
         folder = root / hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
         for stale in root.glob("*") if root.is_dir() else []:
             if stale != folder:
@@ -221,19 +231,23 @@ def fit_torch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fit_rows: torc
 
     One optimizer step per `batch_size * accumulate` rows; each micro-batch's mean loss is
     weighted by its share of the step's rows, so the step equals one on the large batch.
+    Under torchrun both sizes are global: the ranks split each step's rows (lib/distributed.py).
     Returns (best_epoch, best_val_loss, epochs_run)."""
     cache = cache or RunCache(None)
     validate = len(val_rows) > 0
     n_epochs = epochs if epochs is not None else cfg["epochs"]
     gen = torch.Generator().manual_seed(seed)
+    net = distributed.wrap(model)
+    world = distributed.world_size()
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     schedule = Schedule(cfg)
     lossf = loss_fn(cfg)
-    n, bs = len(fit_rows), cfg["batch_size"]
-    step_rows = bs * cfg["accumulate"]
+    n, micro = len(fit_rows), math.ceil(cfg["batch_size"] / world)  # a rank's share of a micro-batch
+    step_rows = cfg["batch_size"] * cfg["accumulate"]
     best_val, best_epoch, best_state = math.inf, -1, _clone(model.state_dict())
     start_epoch, done, history = 0, False, []
-    saved = cache.load(tag)
+    distributed.seed_rank(seed)
+    saved = distributed.broadcast(cache.load(tag))  # rank 0 holds the resume state
     if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["opt"])
@@ -241,15 +255,15 @@ def fit_torch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fit_rows: torc
         if saved["scaler"]:
             amp.scaler.load_state_dict(saved["scaler"])
         gen.set_state(saved["gen"])
-        torch.set_rng_state(saved["rng"])
+        torch.set_rng_state(saved["rng"][distributed.rank()])
         if x.device.type == "cuda" and saved.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"], x.device)
+            torch.cuda.set_rng_state(saved["cuda_rng"][distributed.rank()], x.device)
         best_val, best_epoch, best_state = saved["best_val"], saved["best_epoch"], saved["best_state"]
         start_epoch, done, history = saved["next_epoch"], saved["done"], saved["history"]
         log.info("resumed %s at epoch %d%s", tag, start_epoch, " (finished)" if done else "")
         for h in history:
             on_epoch(EpochLog(**{**h, "seconds": math.nan, "samples_per_s": math.nan, "cached": True}))
-    interactive = sys.stderr.isatty()
+    interactive = sys.stderr.isatty() and distributed.is_main()
     with tqdm(total=n_epochs, initial=start_epoch, desc=tag, unit="epoch", disable=not interactive or done,
               leave=False) as bar:
         for epoch in range(start_epoch, n_epochs):
@@ -259,29 +273,32 @@ def fit_torch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fit_rows: torc
             lr = schedule.lr(epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
-            model.train()
+            net.train()
             order = fit_rows[torch.randperm(n, generator=gen).to(fit_rows.device)]
             total = torch.zeros((), device=x.device)
             with tqdm(total=n, unit="sample", leave=False, disable=not interactive) as batches:
                 for g in range(0, n, step_rows):
                     group_rows = order[g:g + step_rows]
+                    parts = distributed.micro_batches(group_rows, micro)
                     opt.zero_grad(set_to_none=True)
-                    for b in range(0, len(group_rows), bs):
-                        rows = group_rows[b:b + bs]
-                        with amp.autocast():
-                            loss = lossf(model(windows(x, rows, seq_len)).float(), y[rows])
-                        share = loss if len(rows) == len(group_rows) else loss * (len(rows) / len(group_rows))
-                        amp.scaler.scale(share).backward()
-                        total += loss.detach() * len(rows)
-                        batches.update(len(rows))
+                    for i, (rows, counted) in enumerate(parts):
+                        with distributed.no_sync(net, accumulate=i < len(parts) - 1):
+                            with amp.autocast():
+                                loss = lossf(net(windows(x, rows, seq_len)).float(), y[rows])
+                            share = counted * world / len(group_rows)
+                            amp.scaler.scale(loss if share == 1 else loss * share).backward()
+                        total += loss.detach() * counted
+                    batches.update(len(group_rows))
                     amp.scaler.unscale_(opt)
                     if cfg["grad_clip"] > 0:
                         nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
                     amp.scaler.step(opt)
                     amp.scaler.update()
-            train_loss = float(total) / n
-            val_loss = float(lossf(predict_scaled(model, x, val_rows, seq_len, amp), y[val_rows])) if validate \
-                else math.nan
+            train_loss = float(distributed.all_reduce_sum(total)) / n
+            val_loss = math.nan
+            if validate:  # every rank computes it; rank 0's value decides early stopping everywhere
+                pred = predict_scaled(model, x, val_rows, seq_len, amp)
+                val_loss = distributed.broadcast(float(lossf(pred, y[val_rows])))
             if not math.isfinite(train_loss) or (validate and not math.isfinite(val_loss)):
                 raise PipelineError(f"train: loss is not finite in {tag} epoch {epoch}; "
                                     "lower train.lr or set train.grad_clip")
@@ -295,10 +312,12 @@ def fit_torch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fit_rows: torc
             elif val_loss < best_val:
                 best_val, best_epoch, best_state = val_loss, epoch, _clone(model.state_dict())
             done = epoch + 1 >= n_epochs or (validate and epoch - best_epoch >= cfg["patience"])
-            cache.save(tag, {
+            cache.save(tag, {  # the RNG states of every rank, in rank order
                 "model": model.state_dict(), "opt": opt.state_dict(), "schedule": schedule.state_dict(),
-                "scaler": amp.scaler.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(x.device) if x.device.type == "cuda" else None,
+                "scaler": amp.scaler.state_dict(), "gen": gen.get_state(),
+                "rng": distributed.all_gather(torch.get_rng_state()),
+                "cuda_rng": distributed.all_gather(torch.cuda.get_rng_state(x.device)) if x.device.type == "cuda"
+                else None,
                 "best_val": best_val, "best_epoch": best_epoch, "best_state": best_state,
                 "next_epoch": epoch + 1, "done": done, "history": history})
             bar.update(1)

@@ -183,6 +183,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "amp": _choice("auto", "on", "off"),
         "device": _choice("auto", "cpu", "cuda"),
         "threads": _int(0, 1024),
+        "workers": _int(1, 256),
     },
     "backtest": {
         "rebalance": _choice("weekly", "monthly", "daily"),
@@ -236,6 +237,18 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "cost_grid_bps": Spec("int_list", 0, 1000, min_len=2),
     },
 }
+
+
+# Keys that choose how a stage runs, never what it computes (train.workers: the folds give the same
+# bits in any number of processes). A model file does not record them, and changing one neither
+# invalidates a model nor its resume state.
+RUN_ONLY: dict[str, tuple[str, ...]] = {"train": ("workers",)}
+
+
+def result_params(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`params` without the RUN_ONLY keys: what a result depends on."""
+    return {section: {k: v for k, v in values.items() if k not in RUN_ONLY.get(section, ())}
+            for section, values in params.items()}
 
 
 def _cross_checks(p: dict[str, dict[str, Any]]) -> None:

@@ -1,18 +1,29 @@
-"""A fold's training (ensemble members, the final refit) and self-describing checkpoints.
+"""A fold's training (ensemble members, the final refit), the train stage's models in one or
+several processes, and self-describing checkpoints.
 
-The loop itself lives in lib/loop.py, the models behind one contract in lib/models.py."""
+The loop itself lives in lib/loop.py, the models behind one contract in lib/models.py,
+data-parallel training of one model under torchrun in lib/distributed.py."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from lib import distributed
+from lib.cli import setup_logging
 from lib.dataset import Panel
 from lib.errors import PipelineError
+from lib.io import write_bytes
 from lib.loop import (  # noqa: F401 - re-exported: the stages and tests import the loop's API from here
     Amp,
     EpochLog,
@@ -20,10 +31,11 @@ from lib.loop import (  # noqa: F401 - re-exported: the stages and tests import 
     loss_fn,
     resolve_amp,
     resolve_device,
-    save_torch,
     seed_everything,
+    torch_bytes,
 )
-from lib.models import Ensemble, FoldData, build, restore
+from lib.models import REGISTRY, Ensemble, FoldData, build, restore
+from lib.params import result_params
 from lib.walk_forward import Fold
 
 log = logging.getLogger(__name__)
@@ -103,13 +115,126 @@ def train_fold(panel: Panel, fold: Fold, params: dict[str, Any], device: torch.d
         "features": panel.features, "seq_len": panel.seq_len, **scaling, "fold": fold.as_dict(),
         "best_epoch": best_epoch, "best_val_loss": best_val, "epochs_run": max(r.epochs_run for r in results),
         "final_refit": refit, "trained_on": trained_on, "n_fit": len(fit_idx), "n_val": len(val_idx),
-        "device": device.type, "amp_dtype": amp.name, "torch": str(torch.__version__),
+        "device": device.type, "amp_dtype": amp.name, "world_size": distributed.world_size(),
+        "torch": str(torch.__version__),
     }
+
+
+def _canonical(obj: Any) -> Any:
+    """Fresh containers and interned strings: pickle writes a repeated object as a reference, so
+    without this the bytes would depend on which equal objects happen to be shared (params parsed
+    from YAML share their keys with the code's literals; a copy sent to a worker does not)."""
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
+def checkpoint_bytes(ckpt: dict[str, Any]) -> bytes:
+    """A checkpoint's file content: equal checkpoints give equal bytes, whatever process built them."""
+    return torch_bytes(_canonical(ckpt))
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     """Write a checkpoint; identical checkpoints give identical bytes wherever they are saved."""
-    save_torch(ckpt, path)
+    write_bytes(checkpoint_bytes(ckpt), path)
+
+
+# ------------------------------------------------------------------------ the train stage's models
+@dataclass(frozen=True)
+class TrainJob:
+    """One model of the train stage (a walk-forward fold or the final model): everything training
+    it needs, picklable, so that it runs alike in the stage's process or in a worker."""
+
+    panel: Panel
+    fold: Fold
+    params: dict[str, Any]
+    data_hash: str
+    device: str
+    cache: RunCache
+    label: str  # its place in the log, e.g. "[2/5]"
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    name: str  # the fold's name: fold_00, ..., final
+    checkpoint: bytes  # the model file's content
+    metrics: dict[str, float]  # for dvclive, keys under the name: best_val_loss, best_epoch, member_0/...
+    epochs: list[EpochLog]  # every epoch of every member, refits included, in training order
+
+
+def train_job(job: TrainJob) -> TrainedModel:
+    """Train one model. Seeds, threads, deterministic kernels and mixed precision are set here,
+    so the result depends on the job alone, whichever process runs it and whatever ran before."""
+    tcfg, fold = job.params["train"], job.fold
+    seed_everything(tcfg["seed"], tcfg["threads"])
+    device = torch.device(job.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    epochs: list[EpochLog] = []
+
+    def on_epoch(e: EpochLog) -> None:  # timings go to the log only: they differ from run to run
+        epochs.append(e)
+        if not e.cached:
+            log.info("%s epoch %d: train %.4f val %.4f lr %.2e %.1fs %.0f samples/s %s loss scale %g",
+                     e.fold, e.epoch, e.train_loss, e.val_loss, e.lr, e.seconds, e.samples_per_s, e.amp_dtype,
+                     e.loss_scale)
+
+    log.info("%s %s: fit %s..%s, val %s..%s, test %s..%s on %s", job.label, fold.name, fold.fit_start, fold.fit_end,
+             fold.val_start, fold.val_end, fold.test_start or "-", fold.test_end or "-", device)
+    ckpt = train_fold(job.panel, fold, job.params, device, resolve_amp(tcfg["amp"], device), on_epoch,
+                      cache=job.cache, refit=fold.name == "final" and tcfg["final_refit"])
+    metrics = {"best_val_loss": ckpt["best_val_loss"], "best_epoch": ckpt["best_epoch"]}
+    if len(ckpt["members"]) > 1:
+        for m, (loss, epoch) in enumerate(zip(ckpt["member_best_val_loss"], ckpt["member_best_epoch"], strict=True)):
+            metrics |= {f"member_{m}/best_val_loss": loss, f"member_{m}/best_epoch": epoch}
+    file = checkpoint_bytes({**ckpt, "params": result_params(job.params), "data_hash": job.data_hash})
+    return TrainedModel(fold.name, file, metrics, epochs)
+
+
+def train_jobs(jobs: list[TrainJob], workers: int) -> Iterator[TrainedModel]:
+    """`train_job` of every job, yielded in job order, each as soon as it and those before it are done.
+
+    workers > 1: in that many spawned processes (fork is unsafe once torch runs), the last jobs
+    submitted first (the final model and the latest folds train on the most rows). A job's
+    error is raised here as it was raised there; jobs not started are cancelled, running ones
+    finish (their resume state is kept)."""
+    if workers == 1:
+        yield from map(train_job, jobs)
+        return
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=spawn, initializer=setup_logging) as pool:
+        futures = [pool.submit(train_job, job) for job in reversed(jobs)][::-1]
+        try:
+            for future in futures:
+                yield future.result()
+        except BrokenProcessPool:
+            raise PipelineError(f"train: a worker process died (out of memory?) with train.workers={workers}; "
+                                "lower train.workers, then rerun: finished epochs resume") from None
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def check_processes(params: dict[str, Any], device: torch.device) -> None:
+    """train.workers and torchrun: a clear error for what cannot run, a warning when the training
+    processes on this machine ask for more threads than it has cores (a large slow-down)."""
+    tcfg, arch, world = params["train"], params["model"]["arch"], distributed.launched_world()
+    if world > 1 and tcfg["workers"] > 1:
+        raise PipelineError(f"train.workers={tcfg['workers']} under torchrun (WORLD_SIZE={world}): the two do not "
+                            "combine; set train.workers=1 to train each model on all ranks")
+    if world > 1 and REGISTRY[arch].family != "torch":
+        raise PipelineError(f"model.arch={arch} is not a torch network and cannot train data-parallel under torchrun "
+                            f"(WORLD_SIZE={world}); run python -m stages.train")
+    processes = tcfg["workers"] * distributed.local_processes()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if device.type == "cpu" and processes > 1 and processes * (tcfg["threads"] or cores) > cores:
+        log.warning("%d training processes x train.threads=%d threads on %d cores: oversubscribed, expect a large "
+                    "slow-down; lower train.threads (it is part of bit-identical runs) or the processes",
+                    processes, tcfg["threads"], cores)
 
 
 def load_checkpoint(path: Path) -> tuple[Ensemble, dict[str, Any]]:
@@ -129,8 +254,9 @@ def load_checkpoint(path: Path) -> tuple[Ensemble, dict[str, Any]]:
 
 def check_checkpoint(ckpt: dict[str, Any], path: Path, params: dict[str, Any], data_hash: str) -> None:
     """The model must come from the params and data that the caller reads, or its predictions mean nothing."""
+    kept = result_params(params)
     for section in ("features", "walk_forward", "model", "train"):
-        saved, now = ckpt["params"].get(section, {}), params[section]
+        saved, now = ckpt["params"].get(section, {}), kept[section]
         for key in now:
             if saved.get(key) != now[key]:
                 raise PipelineError(
