@@ -43,6 +43,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.universe_scaling import UNIVERSE, link_tickers
 from lib.io import read_table, write_csv, write_table
 from lib.params import load_params
 
@@ -58,15 +59,10 @@ def stage_argv() -> dict[str, list[str]]:
 
 def workspace(folder: Path, universe: Path, n: int) -> int:
     """A folder holding params.yaml and the first `n` ticker files; returns their total data rows."""
-    files = sorted(universe.glob("*.csv"))[:n]
-    if len(files) < n:
-        raise SystemExit(f"{universe}: {len(files)} ticker files, {n} asked for")
-    (folder / "universe").mkdir(parents=True)
-    for f in files:
-        (folder / "universe" / f.name).symlink_to(f.resolve())
+    files = link_tickers(universe, folder, n)
     params = load_params(ROOT / "params.yaml")
-    params["data"].update(source="csv", csv_dir="universe", tickers=["*"], start=None, end=None)
-    params["validate"]["policy"] = "drop"
+    for section in ("data", "validate"):
+        params[section].update(UNIVERSE[section])
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return sum(sum(1 for _ in f.open()) - 1 for f in files)
 

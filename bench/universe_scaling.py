@@ -43,7 +43,19 @@ UNIVERSE: dict[str, dict[str, Any]] = {  # the README's universe study
 }
 
 
-def study_params(folder: Path, tickers: int, folds: int, overrides: dict[str, Any]) -> dict[str, Any]:
+def link_tickers(universe: Path, folder: Path, n: int) -> list[Path]:
+    """Symlink the first `n` ticker files of `universe` (sorted by name) into `folder/universe`."""
+    files = sorted(universe.glob("*.csv"))[:n]
+    if len(files) < n:
+        raise SystemExit(f"{universe}: {len(files)} ticker files, {n} asked for")
+    (folder / "universe").mkdir(parents=True)
+    for f in files:
+        (folder / "universe" / f.name).symlink_to(f.resolve())
+    return files
+
+
+def study_params(folder: Path, folds: int, overrides: dict[str, Any]) -> None:
+    """Rewrite the copy's params.yaml: the study, `folds` folds, then the overrides (YAML values)."""
     params = yaml.safe_load((folder / "params.yaml").read_text())
     for section, values in UNIVERSE.items():
         params[section].update(values)
@@ -52,21 +64,15 @@ def study_params(folder: Path, tickers: int, folds: int, overrides: dict[str, An
         section, name = key.split(".", 1)
         params[section][name] = yaml.safe_load(value)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return params
 
 
 def run(universe: Path, tickers: int, folds: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    files = sorted(universe.glob("*.csv"))[:tickers]
-    if len(files) < tickers:
-        raise SystemExit(f"{universe}: {len(files)} ticker files, {tickers} asked for")
     env = bench_env()
     with tempfile.TemporaryDirectory(prefix="bench_universe.") as tmp:
         folder = Path(tmp)
         copy_pipeline(folder)
-        (folder / "universe").mkdir()
-        for f in files:
-            (folder / "universe" / f.name).symlink_to(f.resolve())
-        study_params(folder, tickers, folds, overrides)
+        link_tickers(universe, folder, tickers)
+        study_params(folder, folds, overrides)
         seconds = {}
         for stage in STAGES:
             t0 = time.perf_counter()

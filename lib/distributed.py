@@ -46,10 +46,15 @@ def local_processes() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
+def local_rank() -> int:
+    """This process's rank on its machine (torchrun's LOCAL_RANK; 0 without torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def rank_device(device: torch.device) -> torch.device:
     """The device of this rank: cuda:LOCAL_RANK under torchrun on CUDA, else `device`."""
     if device.type == "cuda" and launched_world() > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", local_rank())
     return device
 
 

@@ -231,7 +231,7 @@ def check_processes(params: dict[str, Any], device: torch.device) -> None:
                             f"(WORLD_SIZE={world}); run python -m stages.train")
     processes = tcfg["workers"] * distributed.local_processes()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    first = os.environ.get("LOCAL_RANK", "0") == "0"  # one warning per machine, not one per rank
+    first = distributed.local_rank() == 0  # one warning per machine, not one per rank
     if first and device.type == "cpu" and processes > 1 and processes * (tcfg["threads"] or cores) > cores:
         log.warning("%d training processes x train.threads=%d threads on %d cores: oversubscribed, expect a large "
                     "slow-down; lower train.threads (it is part of bit-identical runs) or the processes",
