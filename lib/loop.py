@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import platform
 import shutil
 import sys
 import time
@@ -39,15 +40,78 @@ log = logging.getLogger(__name__)
 EVAL_BATCH = 4096
 
 
-def seed_everything(seed: int, threads: int) -> None:
-    """Fixed seeds and deterministic kernels: same params and data give the same bits on CPU."""
+# The training code (lib/) and the variables that change which kernels run: part of the resume key.
+TRAINING_CODE = ("loop.py", "models.py", "training.py", "distributed.py", "dataset.py")
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE",
+              "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "NPY_DISABLE_CPU_FEATURES")
+
+
+def openmp_static() -> None:
+    """Dynamic team sizes off in every OpenMP runtime loaded in this process (torch's libgomp;
+    scikit-learn's once imported). With OMP_DYNAMIC=true libgomp gives a parallel region fewer
+    threads than asked when the load average is high, and a reduction split over fewer threads
+    rounds differently: the bits would follow the machine's load."""
+    from threadpoolctl import ThreadpoolController
+
+    for lib in ThreadpoolController().select(user_api="openmp").lib_controllers:
+        lib.dynlib.omp_set_dynamic(0)
+
+
+def deterministic_runtime(threads: int) -> None:
+    """The process-wide set-up behind bit-identical runs, the one place train and predict call
+    (`seed_everything` adds the seeds):
+
+    * deterministic algorithms, strictly: an op without a deterministic implementation raises
+      (warn_only=True let it run with a warning, e.g. put_ or max_unpool on CPU); no op of the six
+      models needs the leniency (tests/test_determinism.py). Uninitialised memory from torch.empty
+      is filled, so that reading it shows.
+    * a fixed intra-op thread count (`threads`; 0: the count torch has now): torch splits a
+      parallel reduction by it (a large sum on 1, 2 or 3 threads differs in the last bits), never by
+      load. torch.set_num_threads is always called, as it also turns MKL's dynamic threading off
+      (MKL_DYNAMIC, on by default, lets MKL choose the thread count at run time).
+    * OpenMP teams of exactly that size (`openmp_static`).
+    * CUDA: a fixed cuBLAS workspace and no cuDNN autotuning.
+    The inter-op pool is left alone: eager training never uses it (no torch.jit.fork)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if threads > 0:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads if threads > 0 else torch.get_num_threads())
+    openmp_static()
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def native_threads(threads: int) -> Iterator[None]:
+    """numpy's, scipy's and scikit-learn's thread pools (OpenBLAS, OpenMP) held to `threads` for the
+    block (0: as they are), with static OpenMP teams: scikit-learn's Ridge gives other coefficients
+    on 1, 2 or 4 BLAS threads, so its fit must not run on however many cores the machine has."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads or None):
+        openmp_static()
+        yield
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    """Fixed seeds on a deterministic runtime: same params and data give the same bits on CPU."""
+    deterministic_runtime(threads)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
+
+
+def runtime_fingerprint() -> dict[str, str]:
+    """What decides a trained weight's bits besides the params and the data: the training code,
+    the CPU (torch, oneDNN and MKL pick kernels by its instruction set: oneDNN's LSTM held to AVX2
+    rounds most of a fold's predictions differently, by ~1e-9) and the variables that override it."""
+    here = Path(__file__).resolve().parent
+    code = hashlib.sha256(b"".join((here / name).read_bytes() for name in TRAINING_CODE)).hexdigest()
+    cpu = platform.machine() + " " + platform.processor()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = " | ".join(next((ln for ln in lines if ln.startswith(k)), "") for k in ("model name", "flags"))
+    return {"code": code, "cpu": hashlib.sha256(cpu.encode()).hexdigest()[:16],
+            "capability": torch.backends.cpu.get_cpu_capability(),
+            **{k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -179,12 +243,14 @@ class RunCache:
     def for_run(cls, root: Path, params: dict[str, Any], data_hash: str, device: str) -> RunCache:
         """The folder under `root` keyed by everything that changes a trained weight (the model,
         train and walk_forward params but train.workers, the features' sha256, device, torch
-        version, DDP world size), so a changed config never resumes stale state; the folders of
-        other configs are removed."""
+        version, DDP world size, and `runtime_fingerprint`: the training code and the CPU), so a
+        changed config, edited code or another machine never resumes stale state (which would
+        mix another run's bits into the first folds, the ones a killed run leaves); the folders
+        of other configs are removed."""
         kept = result_params(params)
         what = {s: kept[s] for s in ("model", "train", "walk_forward")} | {
             "data": data_hash, "device": device, "torch": str(torch.__version__),
-            "world_size": distributed.world_size()}
+            "world_size": distributed.world_size(), "runtime": runtime_fingerprint()}
         folder = root / hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
         for stale in root.glob("*") if root.is_dir() else []:
             if stale != folder:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib.loop import Amp, EpochLog, RunCache, fit_torch, loss_fn, predict_scaled
+from lib.loop import Amp, EpochLog, RunCache, fit_torch, loss_fn, native_threads, predict_scaled
 
 
 # ------------------------------------------------------------------------------------------- networks
@@ -190,14 +190,16 @@ class RidgeModel(Model):
     family = "sklearn"
 
     def __init__(self, model_cfg: dict[str, Any], train_cfg: dict[str, Any], **_: Any) -> None:
-        self.alpha, self.lossf = model_cfg["ridge_alpha"], loss_fn(train_cfg)
+        self.alpha, self.threads, self.lossf = model_cfg["ridge_alpha"], train_cfg["threads"], loss_fn(train_cfg)
         self.coef, self.intercept = np.zeros(0), 0.0
 
     def fit(self, data: FoldData, *, tag: str, on_epoch: Callable[[EpochLog], None], cache: RunCache | None = None,
             epochs: int | None = None) -> FitResult:
         from sklearn.linear_model import Ridge
 
-        est = Ridge(alpha=self.alpha).fit(_anchor(data.x, data.fit_rows), data.y[data.fit_rows].double().cpu().numpy())
+        with native_threads(self.threads):  # its BLAS solve rounds by the thread count
+            est = Ridge(alpha=self.alpha).fit(_anchor(data.x, data.fit_rows),
+                                              data.y[data.fit_rows].double().cpu().numpy())
         self.coef, self.intercept = est.coef_.astype(np.float64), float(est.intercept_)
         train = _loss(self.lossf, self.predict(data.x, data.fit_rows), data.y[data.fit_rows])
         val = _loss(self.lossf, self.predict(data.x, data.val_rows), data.y[data.val_rows]) \
@@ -242,7 +244,6 @@ class GBMModel(Model):
     def fit(self, data: FoldData, *, tag: str, on_epoch: Callable[[EpochLog], None], cache: RunCache | None = None,
             epochs: int | None = None) -> FitResult:
         from sklearn.ensemble import HistGradientBoostingRegressor
-        from threadpoolctl import threadpool_limits
 
         c = self.cfg
         est = HistGradientBoostingRegressor(
@@ -250,7 +251,7 @@ class GBMModel(Model):
             max_leaf_nodes=c["gbm_max_leaf_nodes"], min_samples_leaf=c["gbm_min_samples_leaf"],
             l2_regularization=c["gbm_l2"], early_stopping=False, random_state=self.seed)
         xf, yf = _anchor(data.x, data.fit_rows), data.y[data.fit_rows].double().cpu().numpy()
-        with threadpool_limits(self.threads or None):
+        with native_threads(self.threads):
             est.fit(xf, yf)
             if len(data.val_rows):
                 xv, yv = _anchor(data.x, data.val_rows), data.y[data.val_rows]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,10 @@ PARAMS_FILE = "params.yaml"
 
 @dataclass(frozen=True)
 class Spec:
-    """One leaf of the schema: kind is int, float, str, bool, date, choice or a list of int/str."""
+    """One leaf of the schema: kind is int, float, str, bool, date, choice or a list of int/str.
+
+    A number must lie in [lo, hi]; `lo_open` / `hi_open` exclude the bound itself, so
+    `Spec("float", 0.0, 1.0, lo_open=True, hi_open=True)` is (0, 1). None: no bound on that side."""
 
     kind: str
     lo: float | None = None
@@ -30,6 +34,8 @@ class Spec:
     choices: tuple[str, ...] = ()
     nullable: bool = False
     min_len: int = 1
+    lo_open: bool = False
+    hi_open: bool = False
 
     def check(self, key: str, value: Any) -> Any:
         if value is None:
@@ -39,18 +45,26 @@ class Spec:
         if self.kind in ("int_list", "str_list"):
             if not isinstance(value, list) or len(value) < self.min_len:
                 raise PipelineError(f"params.yaml: {key} must be a list of at least {self.min_len} item(s), got {value!r}")
-            item = Spec("int" if self.kind == "int_list" else "str", self.lo, self.hi)
+            item = Spec("int" if self.kind == "int_list" else "str", self.lo, self.hi, lo_open=self.lo_open,
+                        hi_open=self.hi_open)
             out = [item.check(f"{key}[{i}]", v) for i, v in enumerate(value)]
             if len(set(out)) != len(out):
                 raise PipelineError(f"params.yaml: {key} has duplicate items: {value!r}")
             return out
         return getattr(self, f"_{self.kind}")(key, value)
 
+    def interval(self) -> str:
+        """The range as written in messages: `[1, 4096]`, `(0.0, 5.0]`, `[0.0, inf]`."""
+        lo = "-inf" if self.lo is None else self.lo
+        hi = "inf" if self.hi is None else self.hi
+        return f"{'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+
     def _range(self, key: str, value: float) -> None:
-        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
-            lo = "-inf" if self.lo is None else self.lo
-            hi = "inf" if self.hi is None else self.hi
-            raise PipelineError(f"params.yaml: {key} must be in [{lo}, {hi}], got {value!r}")
+        below = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
+        above = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
+        if below or above:
+            off = " (or null: off)" if self.nullable else ""
+            raise PipelineError(f"params.yaml: {key} must be in {self.interval()}{off}, got {value!r}")
 
     def _int(self, key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -90,12 +104,18 @@ class Spec:
             raise PipelineError(f"params.yaml: {key} must be a date YYYY-MM-DD, got {value!r}") from None
 
 
-def _int(lo: int | None = None, hi: int | None = None) -> Spec:
-    return Spec("int", lo, hi)
+def _int(lo: int | None = None, hi: int | None = None, *, nullable: bool = False) -> Spec:
+    return Spec("int", lo, hi, nullable=nullable)
 
 
-def _float(lo: float | None = None, hi: float | None = None) -> Spec:
-    return Spec("float", lo, hi)
+def _float(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+           nullable: bool = False) -> Spec:
+    return Spec("float", lo, hi, nullable=nullable, lo_open=lo_open, hi_open=hi_open)
+
+
+def _fraction(*, lo_open: bool = False, hi_open: bool = False, nullable: bool = False) -> Spec:
+    """A fraction in [0, 1], either bound possibly excluded."""
+    return _float(0.0, 1.0, lo_open=lo_open, hi_open=hi_open, nullable=nullable)
 
 
 def _choice(*choices: str) -> Spec:
@@ -185,7 +205,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "threads": _int(0, 1024),
         "workers": _int(1, 256),
     },
-    "backtest": {
+    "backtest": {  # also the checks of lib.portfolio.PortfolioConfig (check_backtest below): one set of ranges
         "rebalance": _choice("weekly", "monthly", "daily"),
         "fill": _choice("next_open", "close"),
         "threshold": _float(0.0, 1.0),
@@ -195,31 +215,31 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "initial_cash": _float(1.0, 1.0e12),
         "engine": _choice("auto", "vectorized", "event"),
         "rule": _choice("threshold", "rank"),
-        "top_k": Spec("int", 1, None, nullable=True),
-        "top_fraction": Spec("float", 0.0, 1.0, nullable=True),
+        "top_k": _int(1, None, nullable=True),
+        "top_fraction": _fraction(lo_open=True, nullable=True),
         "rank_weighting": _choice("equal", "signal"),
         "min_tickers": _int(1),
         "min_abs_prediction": _float(0.0, 1.0),
-        "trend_window": Spec("int", 1, None, nullable=True),
-        "vol_regime_window": Spec("int", 2, None, nullable=True),
-        "vol_regime_quantile": _float(0.0, 1.0),
-        "vol_regime_scale": _float(0.0, 1.0),
+        "trend_window": _int(1, None, nullable=True),
+        "vol_regime_window": _int(2, None, nullable=True),
+        "vol_regime_quantile": _fraction(lo_open=True),
+        "vol_regime_scale": _fraction(),
         "sizing": _choice("equal", "volatility", "kelly"),
         "vol_window": _int(2),
-        "target_vol": _float(0.0, 5.0),
+        "target_vol": _float(0.0, 5.0, lo_open=True),
         "vol_scope": _choice("position", "book"),
-        "kelly_fraction": _float(0.0, 1.0),
-        "kelly_cap": _float(0.0, 10.0),
-        "max_position": _float(0.0, 10.0),
-        "max_gross": _float(0.0, 10.0),
+        "kelly_fraction": _fraction(lo_open=True),
+        "kelly_cap": _float(0.0, 10.0, lo_open=True),
+        "max_position": _float(0.0, 10.0, lo_open=True),
+        "max_gross": _float(0.0, 10.0, lo_open=True),
         "max_net": _float(0.0, 10.0),
         "daily_limits": Spec("bool"),
-        "limit_tolerance": _float(0.0, 1.0),
-        "stop_loss": Spec("float", 0.0, 1.0, nullable=True),
-        "trailing_stop": Spec("float", 0.0, 1.0, nullable=True),
-        "drawdown_cut": Spec("float", 0.0, 1.0, nullable=True),
-        "drawdown_restore": _float(0.0, 1.0),
-        "drawdown_factor": _float(0.0, 1.0),
+        "limit_tolerance": _fraction(),
+        "stop_loss": _fraction(lo_open=True, hi_open=True, nullable=True),
+        "trailing_stop": _fraction(lo_open=True, hi_open=True, nullable=True),
+        "drawdown_cut": _fraction(lo_open=True, hi_open=True, nullable=True),
+        "drawdown_restore": _fraction(),  # and below drawdown_cut (_backtest_rules)
+        "drawdown_factor": _fraction(hi_open=True),
         "min_order_value": _float(0.0),
     },
     "evaluate": {
@@ -251,6 +271,63 @@ def result_params(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]
             for section, values in params.items()}
 
 
+# The backtest keys that only the event engine runs (stops, drawdown control, daily position limits).
+PATH_DEPENDENT = ("stop_loss", "trailing_stop", "drawdown_cut", "daily_limits")
+
+# Keys of a backtest config (lib.portfolio.PortfolioConfig) that params.yaml holds in another section.
+BACKTEST_FROM: dict[str, str] = {"horizon": "features", "periods_per_year": "evaluate"}
+
+
+def path_dependent(b: Mapping[str, Any]) -> bool:
+    """A path-dependent control is on: a stop or the drawdown cut is set, or daily_limits is true."""
+    return (b["stop_loss"] is not None or b["trailing_stop"] is not None or b["drawdown_cut"] is not None
+            or bool(b["daily_limits"]))
+
+
+def fully_invested(b: Mapping[str, Any]) -> bool:
+    """Rank top-k long-only with equal sizing: the book is meant to hold min(1, max_gross)."""
+    return b["rule"] == "rank" and not b["allow_short"] and b["sizing"] == "equal"
+
+
+def check_rank_cap(max_position: float, max_gross: float, k: int) -> None:
+    """The rank rule's k names, long-only and fully invested, need max_position >= min(1, max_gross) / k."""
+    need = min(1.0, max_gross) / k
+    if max_position < need - 1e-12:
+        raise PipelineError(
+            f"params.yaml: backtest.max_position ({max_position:g}) is below 1/k = {need:.6g}: the rank rule's "
+            f"top {k} long-only, fully invested, cannot be held; raise backtest.max_position to at least "
+            f"{need:.6g} or hold more names (backtest.top_k)")
+
+
+def _backtest_rules(b: Mapping[str, Any]) -> None:
+    """The rules that tie backtest keys together (values already in range)."""
+    if b["rule"] == "rank":
+        if (b["top_k"] is None) == (b["top_fraction"] is None):
+            raise PipelineError(
+                f"params.yaml: backtest.top_k or backtest.top_fraction: the rank rule needs exactly one of them "
+                f"(the other null), got top_k={b['top_k']!r}, top_fraction={b['top_fraction']!r}")
+        if b["top_k"] is not None and fully_invested(b):
+            check_rank_cap(b["max_position"], b["max_gross"], b["top_k"])
+    if b["drawdown_cut"] is not None and not b["drawdown_restore"] < b["drawdown_cut"]:
+        raise PipelineError(
+            f"params.yaml: backtest.drawdown_restore must be below backtest.drawdown_cut ({b['drawdown_cut']!r}), "
+            f"got {b['drawdown_restore']!r}")
+    if b["engine"] == "vectorized" and path_dependent(b):
+        raise PipelineError(
+            "params.yaml: backtest.engine vectorized cannot run path-dependent controls (stop_loss, trailing_stop, "
+            "drawdown_cut, daily_limits): use event or auto")
+
+
+def check_backtest(values: Mapping[str, Any]) -> None:
+    """The backtest section's ranges and rules for a config built from code (lib.portfolio.PortfolioConfig):
+    the same specs and messages as params.yaml. `horizon` and `periods_per_year` are checked as
+    features.horizon and evaluate.periods_per_year. Values are checked, not changed."""
+    for key, value in values.items():
+        section = BACKTEST_FROM.get(key, "backtest")
+        SCHEMA[section][key].check(f"{section}.{key}", value)
+    _backtest_rules(values)
+
+
 def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
     """Rules that tie keys together (each message names both keys)."""
     d, f, wf = p["data"], p["features"], p["walk_forward"]
@@ -266,6 +343,7 @@ def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
                             f"({m['heads']}) for model.arch=transformer")
     if f["macd_fast"] >= f["macd_slow"]:
         raise PipelineError("params.yaml: features.macd_fast must be smaller than features.macd_slow")
+    _backtest_rules(p["backtest"])
 
 
 def validate_params(raw: Any) -> dict[str, dict[str, Any]]:

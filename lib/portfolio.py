@@ -9,7 +9,8 @@ Layout (the order function / portfolio split of vectorbt):
   the whole book within the gross/net/position limits when held tickers have no order (or no
   price) on the row, since the policy cannot see holdings.
 * VECTORIZED engine (`run_vectorized`): targets known up front, a loop over order rows only,
-  vectorised across tickers, array slices for the days in between (as `lib.backtest.simulate`).
+  vectorised across tickers, array slices for the days in between (as the per-ticker engine it
+  replaced did; that engine is kept as the test oracle `tests.helpers.slice_simulate`).
 * EVENT engine (`run_event`): one session at a time, bar -> orders -> fills -> mark ->
   path-dependent policy (stops, drawdown control, daily position limits) -> orders.
 * `run_portfolio`: policy + the engine named by `engine` (`auto`: vectorized unless a
@@ -20,7 +21,7 @@ P_i the fill price (the last close for a ticker that does not trade on that row)
 = w_i * E / P_i; |delta| <= 1e-9 relative (1e-12 absolute) is float dust and skipped. Sells
 first; their proceeds minus costs go to the pool; then buys, scaled down pro rata when cash
 (after sells, floored at 0) cannot pay for all of them plus costs. With one ticker this is
-exactly `lib.backtest.simulate`'s rule: a buy is capped at cash / (P (1 + c)), so w = 1 from
+exactly `tests.helpers.slice_simulate`'s rule: a buy is capped at cash / (P (1 + c)), so w = 1 from
 flat buys E / (P (1 + c)) shares. Cost = c * |traded notional|, c = (commission + slippage)
 bps / 1e4, paid from cash. Fractional shares; shorts allowed (short-sale proceeds are cash).
 Fills at the next open (decided at the close before) or at the decision day's close. Equity
@@ -42,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from lib.errors import PipelineError
+from lib.params import check_backtest, check_rank_cap, fully_invested, path_dependent
 from lib.sizing import (
     alive,
     apply_limits,
@@ -64,10 +66,6 @@ log = logging.getLogger(__name__)
 DUST_REL, DUST_ABS = 1e-9, 1e-12
 REASONS = ("rebalance", "stop_loss", "trailing_stop", "drawdown_cut", "drawdown_restore", "delisted", "cap")
 TRADE_COLUMNS = ["row", "date", "asset", "ticker", "side", "shares", "price", "notional", "cost", "reason"]
-CHOICES = {"fill": ("next_open", "close"), "rebalance": ("weekly", "monthly", "daily"),
-           "engine": ("auto", "vectorized", "event"), "rule": ("threshold", "rank"),
-           "rank_weighting": ("equal", "signal"), "sizing": ("equal", "volatility", "kelly"),
-           "vol_scope": ("position", "book")}
 
 
 def _fail(key: str, message: str) -> PipelineError:
@@ -126,53 +124,9 @@ class PortfolioConfig:
     drawdown_factor: float = 0.5  # exposure multiplier while cut (0 = flat)
 
     def __post_init__(self) -> None:
-        for key, allowed in CHOICES.items():
-            if getattr(self, key) not in allowed:
-                raise _fail(key, f"must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-
-        def positive(key: str, upper: float = math.inf, optional: bool = False) -> None:
-            value = getattr(self, key)
-            if value is None and optional:
-                return
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= upper:
-                off = " (null turns it off)" if optional else ""
-                raise _fail(key, f"must be a number > 0 and <= {upper:g}{off}, got {value!r}")
-
-        def non_negative(key: str, upper: float = math.inf) -> None:
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= upper:
-                raise _fail(key, f"must be a number >= 0 and <= {upper:g}, got {value!r}")
-
-        for key in ("commission_bps", "slippage_bps", "threshold", "min_abs_prediction", "max_net"):
-            non_negative(key)
-        for key in ("initial_cash", "target_vol", "kelly_fraction", "kelly_cap", "max_position", "max_gross"):
-            positive(key)
-        for key in ("stop_loss", "trailing_stop"):
-            positive(key, 0.999999, optional=True)
-        positive("drawdown_cut", 0.999999, optional=True)
-        positive("top_fraction", 1.0, optional=True)
-        positive("vol_regime_quantile", 1.0)
-        non_negative("vol_regime_scale", 1.0)
-        non_negative("drawdown_factor", 0.999999)
-        non_negative("limit_tolerance")
-        for key, low in (("vol_window", 2), ("horizon", 1), ("periods_per_year", 1), ("min_tickers", 1),
-                         ("top_k", 1), ("trend_window", 1), ("vol_regime_window", 2)):
-            value = getattr(self, key)
-            if value is None and key in ("top_k", "trend_window", "vol_regime_window"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise _fail(key, f"must be an integer >= {low}, got {value!r}")
-        if self.drawdown_cut is not None and not 0 <= self.drawdown_restore < self.drawdown_cut:
-            raise _fail("drawdown_restore", f"must be >= 0 and below backtest.drawdown_cut ({self.drawdown_cut}), "
-                                            f"got {self.drawdown_restore!r}")
-        if self.rule == "rank":
-            if (self.top_k is None) == (self.top_fraction is None):
-                raise _fail("top_k", "or backtest.top_fraction: the rank rule needs exactly one of them")
-            if self.top_k is not None and self.fully_invested:
-                self.check_cap(self.top_k)
-        if self.engine == "vectorized" and self.path_dependent:
-            raise _fail("engine", "vectorized cannot run path-dependent controls (stop_loss, trailing_stop, "
-                                  "drawdown_cut, daily_limits): use event or auto")
+        """The ranges and rules of params.yaml's backtest section (lib.params, the one copy), with its messages.
+        What needs the data (windows longer than the history, top_k above the tickers) is checked in `target_book`."""
+        check_backtest(vars(self))
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> PortfolioConfig:
@@ -186,8 +140,7 @@ class PortfolioConfig:
 
     @property
     def path_dependent(self) -> bool:
-        return (self.stop_loss is not None or self.trailing_stop is not None or self.drawdown_cut is not None
-                or self.daily_limits)
+        return path_dependent(vars(self))
 
     @property
     def limits(self) -> dict[str, float]:
@@ -202,14 +155,10 @@ class PortfolioConfig:
     @property
     def fully_invested(self) -> bool:
         """Rank top-k long-only with equal sizing: the book is meant to hold min(1, max_gross)."""
-        return self.rule == "rank" and not self.allow_short and self.sizing == "equal"
+        return fully_invested(vars(self))
 
     def check_cap(self, k: int) -> None:
-        need = min(1.0, self.max_gross) / k
-        if self.max_position < need - 1e-12:
-            raise _fail("max_position", f"({self.max_position:g}) is below 1/k = {need:.6g}: the rank rule's top {k} "
-                                        f"long-only, fully invested, cannot be held; raise backtest.max_position to "
-                                        f"at least {need:.6g} or hold more names (backtest.top_k)")
+        check_rank_cap(self.max_position, self.max_gross, k)
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -1,9 +1,21 @@
-"""The verdict and the short table that evaluate prints: read from `metrics.json`'s sections."""
+"""The verdict, its metrics file and the short table that evaluate prints: read from `metrics.json`'s sections."""
 from __future__ import annotations
 
 from typing import Any
 
 LEAK_IC = 0.1  # a daily IC far above 0.05 is a leak until proven otherwise
+
+# reports/verdict.json, the first metrics file in dvc.yaml, so the first columns of `dvc exp show`:
+# its key -> where metrics.json has the value (section, key); "arch" is model.arch. Short, flat names
+# (no collision with metrics.json's flattened `section.key` names) keep it within a 200-column terminal.
+VERDICT_KEYS: dict[str, tuple[str, str]] = {
+    "active_annual": ("vs_benchmark", "mean_annual"),
+    "active_pvalue": ("vs_benchmark", "pvalue"),
+    "sharpe": ("strategy", "sharpe"),
+    "ic": ("predictions", "ic"),
+    "ic_pvalue": ("predictions", "ic_pvalue"),
+    "dsr_10_trials": ("significance", "dsr_10_trials"),
+}
 
 
 def _pct(x: float | None) -> str:
@@ -30,6 +42,12 @@ def verdict(m: dict[str, Any], alpha: float) -> str:
     if ic is not None and ic > LEAK_IC:
         text += f"; IC {ic:.3f} is implausibly high: look for look-ahead before trusting it"
     return text
+
+
+def verdict_metrics(m: dict[str, Any], arch: str) -> dict[str, Any]:
+    """reports/verdict.json: the architecture, then the verdict's numbers, copied from metrics.json's
+    sections (`m`, where every value and every null's reason stays)."""
+    return {"arch": arch, **{key: m[section][name] for key, (section, name) in VERDICT_KEYS.items()}}
 
 
 def summary_table(m: dict[str, Any], books: dict[str, str], alpha: float) -> str:

@@ -1,6 +1,7 @@
 """Names shared by the stages, the library and the plots: each defined once, here.
 
-(`dvc.yaml` names the plotted columns too; `tests/test_tables.py` checks that it agrees.)
+(`dvc.yaml` names the plotted columns too;
+`tests/test_dvc_yaml.py::test_plot_columns_are_the_names_the_code_writes` checks that it agrees.)
 """
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from lib.loop import (  # noqa: F401 - re-exported: the stages and tests import 
     Amp,
     EpochLog,
     RunCache,
+    deterministic_runtime,
     loss_fn,
     resolve_amp,
     resolve_device,

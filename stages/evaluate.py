@@ -1,6 +1,9 @@
 """evaluate: metrics of strategy, benchmark and baseline with their significance (intervals, a
-permutation null, SPA, PSR/DSR), plots and a self-contained HTML tear sheet."""
+permutation null, SPA, PSR/DSR), the verdict's few numbers (`--verdict`, default verdict.json beside
+`--metrics`), plots and a self-contained HTML tear sheet."""
+import argparse
 import logging
+from pathlib import Path
 
 import pandas as pd
 
@@ -18,12 +21,24 @@ from lib.metrics import (
 )
 from lib.params import load_params
 from lib.significance import member_ics, nested_reasons, significance, strip_reasons, values_of
-from lib.summary import summary_table, verdict
+from lib.summary import summary_table, verdict, verdict_metrics
 from lib.tables import BASELINES, BOOK_LABELS, BOOKS, COLUMNS, PREDICTIONS, STRATEGY, weight_column
 
 log = logging.getLogger("evaluate")
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    """The required paths, and `--verdict`, which defaults to verdict.json beside `--metrics`."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--verdict", type=Path)
+    known, rest = ap.parse_known_args(argv)
+    args = path_args(rest, __doc__, "backtest", "predictions", "prices", "metrics", "plots", "report")
+    args.verdict = known.verdict or args.metrics.with_name("verdict.json")
+    return args
+
+
 def main(argv: list[str]) -> None:
-    args = path_args(argv, __doc__, "backtest", "predictions", "prices", "metrics", "plots", "report")
+    args = _args(argv)
     params = load_params()
     cfg, horizon = params["evaluate"], params["features"]["horizon"]
     ppy = cfg["periods_per_year"]
@@ -67,8 +82,10 @@ def main(argv: list[str]) -> None:
                                                      out["cost_sensitivity"]["current_bps"]),
             "permutation.png": plots.permutation_hist(perm["null"], perm["observed"], perm["pvalue"])}
     table = summary_table(out, BOOK_LABELS, cfg["alpha"])
+    verdict_file = verdict_metrics(out, params["model"]["arch"])
     html = report.render(out, pngs, series, verdict(out, cfg["alpha"]), params)
     ledger_entry = trials.ledger_entry(params, series["moments"], out)
+    write_json(verdict_file, args.verdict)
     write_json(out, args.metrics)
     write_csv(dd, args.plots / "drawdown.csv")
     write_csv(labelled[["date", "ticker", "prediction", "label"]], args.plots / "pred_vs_real.csv")

@@ -13,7 +13,7 @@ from lib.model_card import model_card
 from lib.params import load_params
 from lib.strategy import decision_days, execution_date
 from lib.tables import LABEL
-from lib.training import check_checkpoint, load_checkpoint, predict_rows
+from lib.training import check_checkpoint, deterministic_runtime, load_checkpoint, predict_rows
 
 log = logging.getLogger("predict")
 
@@ -21,6 +21,7 @@ log = logging.getLogger("predict")
 def main(argv: list[str]) -> None:
     args = path_args(argv, __doc__, "features", "models", "out", "signal", "card")
     params = load_params()
+    deterministic_runtime(params["train"]["threads"])  # train's kernels and thread count, whatever the machine
     rule = params["backtest"]
     features = read_table(args.features, ["date", "ticker", LABEL])
     names = [f"fold_{i:02d}" for i in range(params["walk_forward"]["folds"])]

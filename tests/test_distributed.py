@@ -38,6 +38,7 @@ def _outputs() -> dict:
             "curves": pd.read_csv("reports/train/curves.csv")}
 
 
+@pytest.mark.slow
 def test_torchrun_trains_every_model_writes_once_and_follows_one_process(workdir):
     write_params(workdir, _params())
     run_stages("download", "validate", "featurize", "train")
@@ -84,6 +85,7 @@ def _fit() -> dict[str, torch.Tensor]:
     return net.state_dict()
 
 
+@pytest.mark.slow
 def test_a_rank_without_rows_in_a_step_joins_it_at_weight_zero(tmp_path):
     mp.spawn(_fit_on_rank, args=(2, f"file://{tmp_path}/rendezvous", str(tmp_path)), nprocs=2)
     one = _fit()
@@ -105,6 +107,7 @@ def test_micro_batches_split_a_step_among_the_ranks(monkeypatch):
     assert [(r.tolist(), n) for r, n in distributed.micro_batches(rows[:1], 2)] == [([10], 0)]  # rank 1: counts 0
 
 
+@pytest.mark.slow
 def test_other_ranks_write_nothing(workdir, monkeypatch):
     write_params(workdir, _params())
     run_stages("download", "validate", "featurize")

@@ -189,6 +189,7 @@ def _train_proc(folder):
                             stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_training_killed_mid_run_resumes_and_ends_bit_identical(tmp_path, monkeypatch):
     """SIGKILL after the first completed epoch; the rerun resumes there and every output equals an
     uninterrupted run's, byte for byte (dropout on and two members, so RNG state must be restored)."""

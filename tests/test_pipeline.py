@@ -116,6 +116,49 @@ def test_two_runs_are_bit_identical(base_run, tmp_path):
         assert (tmp_path / "run" / f).read_bytes() == before[f], f
 
 
+# The instruction set another CPU would give: torch's and oneDNN's kernels held to a lower ISA, and
+# numpy's AVX-512 kernels off (a no-op on a CPU without them). Results agree to these tolerances.
+LOWER_ISA = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+             "NPY_DISABLE_CPU_FEATURES": "AVX512_SPR AVX512_ICL X86_V4"}
+CROSS_CPU_RTOL = {"predictions": 1e-6, "equity": 1e-9, "metrics": 1e-6}
+
+
+def _numbers(obj, prefix=""):
+    """Every number of a metrics file by its dotted key."""
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _numbers(val, f"{prefix}{key}.").items()}
+    if isinstance(obj, list):
+        return {k: v for i, val in enumerate(obj) for k, v in _numbers(val, f"{prefix}{i}.").items()}
+    return {prefix[:-1]: obj} if isinstance(obj, int | float) and not isinstance(obj, bool) else {}
+
+
+def test_another_instruction_set_agrees_to_stated_tolerances(base_run, tmp_path):
+    """The same run with every kernel held to a lower instruction set (as on another CPU): the bits
+    may differ, the results may not: predictions to 1e-6, equity to 1e-9, every metric to 1e-6
+    relative (finer than `dvc metrics diff` shows at its default precision)."""
+    run = tmp_path / "run"
+    shutil.copytree(base_run["folder"], run)
+    for name in AFTER_DOWNLOAD:
+        result = _stage(name, run, env=LOWER_ISA)
+        assert result.returncode == 0, result.stderr
+    with_cwd = os.getcwd()
+    os.chdir(run)
+    try:
+        out = _outputs()
+        metrics = json.loads(Path("reports/metrics.json").read_text())
+    finally:
+        os.chdir(with_cwd)
+    base = base_run["out"]
+    np.testing.assert_allclose(out["predictions"]["prediction"], base["predictions"]["prediction"],
+                               rtol=CROSS_CPU_RTOL["predictions"], atol=1e-9)
+    cols = [c for c in base["equity"].columns if c != "date"]
+    np.testing.assert_allclose(out["equity"][cols], base["equity"][cols], rtol=CROSS_CPU_RTOL["equity"])
+    ours, theirs = _numbers(metrics), _numbers(json.loads(base_run["metrics"]))
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        assert ours[key] == pytest.approx(value, rel=CROSS_CPU_RTOL["metrics"], abs=1e-9), key
+
+
 def test_metrics_lead_with_the_verdict_and_training_keeps_what_users_compare(base_run):
     metrics = json.loads(base_run["metrics"])
     assert list(metrics)[:2] == ["vs_benchmark", "vs_momentum"]

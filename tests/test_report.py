@@ -24,10 +24,15 @@ def _inputs(folder: Path):
             read_table(folder / "data/clean/prices.parquet", COLUMNS))
 
 
-def _significance(folder: Path, signal: float, seed: int, permutations: int = 30):
+def _sections(folder: Path, signal: float, seed: int, **evaluate_params):
+    """evaluate.significance on a synthetic study: the sections as it returns them (Stats keep their reasons)."""
     params = synthetic_study(folder, signal, seed)
-    params["evaluate"].update(permutations=permutations)
-    sections, series = evaluate.significance(*_inputs(folder), params)
+    params["evaluate"].update(evaluate_params)
+    return evaluate.significance(*_inputs(folder), params)
+
+
+def _significance(folder: Path, signal: float, seed: int, permutations: int = 30, **evaluate_params):
+    sections, series = _sections(folder, signal, seed, permutations=permutations, **evaluate_params)
     return {k: (v.values if hasattr(v, "values") and not isinstance(v, dict) else v) for k, v in sections.items()}, series
 
 
@@ -44,7 +49,9 @@ def test_pure_noise_is_not_significant(tmp_path, seed):
 
 
 def test_injected_signal_is_significant_everywhere(tmp_path):
-    sig, series = _significance(tmp_path, 1.0, 5)
+    # a cost grid wide enough to bracket where this edge vanishes (at small_params' [0, 10, 50] it
+    # is still positive at 50 bps, and break_even_bps is None)
+    sig, series = _significance(tmp_path, 1.0, 5, cost_grid_bps=[0, 10, 50, 200])
     s = sig["significance"]
     assert s["permutation_pvalue"] == pytest.approx(1 / 31)  # no shuffle beats the real timing
     assert s["psr"] > 0.99 and s["dsr_100_trials"] > 0.95
@@ -52,9 +59,26 @@ def test_injected_signal_is_significant_everywhere(tmp_path):
     assert sig["intervals"]["predictions"]["ic"]["low"] > 0.2  # the bootstrap over dates excludes 0
     assert sig["intervals"][STRATEGY]["sharpe"]["low"] > 0
     assert sig["quantile_spread"]["pvalue"] < 0.01
-    be = sig["cost_sensitivity"]
-    assert be.get("break_even_bps") is None or be["break_even_bps"] > 10  # the edge survives today's costs
+    cost = sig["cost_sensitivity"]
+    edges = [cost[f"edge_at_{c}bps"] for c in (0, 10, 50, 200)]
+    assert edges[0] > edges[1] > edges[2] > 0 > edges[3]  # an edge at 0 bps, falling with cost, gone by 200
+    # the edge falls almost linearly in cost (here about 74 bps, well above today's 10): the zero of
+    # the chord from 50 to 200 bps, to 1.5 bps (bisection leaves 150/2**8 = 0.6, the curvature less)
+    chord_zero = 50 + 150 * edges[2] / (edges[2] - edges[3])
+    assert cost["break_even_bps"] is not None, "an edge that vanishes inside the grid has a break-even cost"
+    assert cost["current_bps"] == 10.0 and 50 < cost["break_even_bps"] < 200
+    assert cost["break_even_bps"] == pytest.approx(chord_zero, abs=1.5)
     assert all(f["rank_ic"] > 0.2 for f in series["folds"])
+
+
+def test_a_signal_that_loses_even_without_costs_has_no_break_even_and_says_why(tmp_path):
+    """The inverted signal trades against the future: no edge over buy-and-hold at 0 bps, so no
+    cost at which it vanishes; the value is None with its reason, never a number."""
+    sections, _ = _sections(tmp_path, -1.0, 5, permutations=2)
+    cost = sections["cost_sensitivity"]
+    assert cost.values["edge_at_0bps"] < 0
+    assert cost.values["break_even_bps"] is None
+    assert cost.reasons["break_even_bps"] == "no edge even at 0 bps"
 
 
 class _Refs(HTMLParser):
@@ -72,6 +96,7 @@ class _Refs(HTMLParser):
 ARGS = ["--backtest", "reports/backtest", "--predictions", "data/predictions.parquet", "--prices", "data/clean/prices.parquet", "--metrics", "reports/metrics.json", "--plots", "reports/plots", "--report", "reports/report.html"]
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_complete_and_deterministic(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PIPELINE_LEDGER", str(tmp_path / "ledger.jsonl"))
@@ -125,6 +150,7 @@ def test_cross_sectional_ic_with_enough_tickers(tmp_path):
     assert few.values["rank_ic_mean"] is None and "7 tickers" in few.reasons["rank_ic_mean"]
 
 
+@pytest.mark.slow
 def test_evaluate_stage_in_a_pipeline_copy(tmp_path, monkeypatch):
     """The stage as dvc.yaml runs it, on a copy of a synthetic study (all outputs, nothing else)."""
     shutil.rmtree(tmp_path, ignore_errors=True)

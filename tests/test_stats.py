@@ -3,7 +3,6 @@ and the bootstrap/SPA behaviour that the verdict relies on."""
 import itertools
 import json
 import math
-import time
 from statistics import NormalDist
 
 import numpy as np
@@ -218,7 +217,7 @@ def test_bootstrap_ci_drops_undefined_resamples_and_counts_them():
 # ------------------------------------------------------------------ Monte Carlo
 
 
-def test_monte_carlo_loss_probability_determinism_and_speed():
+def test_monte_carlo_loss_probability_and_determinism():
     rng = np.random.default_rng(6)
     up = monte_carlo(rng.normal(0.002, 0.01, 750), paths=1000, seed=1)
     down = monte_carlo(rng.normal(-0.002, 0.01, 750), paths=1000, seed=1)
@@ -228,9 +227,6 @@ def test_monte_carlo_loss_probability_determinism_and_speed():
     q = up["final_multiple"]
     assert list(q) == ["q05", "q25", "q50", "q75", "q95"] and list(q.values()) == sorted(q.values())
     assert all(v <= 0 for v in up["max_drawdown"].values())
-    t0 = time.perf_counter()
-    monte_carlo(np.random.default_rng(8).normal(0.0003, 0.01, 1000), paths=1000, seed=2)
-    assert time.perf_counter() - t0 < 1.0  # 1,000 paths x 1,000 days
 
 
 def test_monte_carlo_exact_on_a_constant_series_and_undefined_when_short():

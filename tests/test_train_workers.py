@@ -22,6 +22,7 @@ def _params(**train):
     return p
 
 
+@pytest.mark.slow
 def test_two_workers_write_the_bytes_of_one_process(workdir, monkeypatch, capfd):
     write_params(workdir, _params())
     run_stages("download", "validate", "featurize", "train")
@@ -47,6 +48,7 @@ def test_two_workers_write_the_bytes_of_one_process(workdir, monkeypatch, capfd)
         assert f"lib.training INFO {tag} epoch 1: train " in err, err
 
 
+@pytest.mark.slow
 def test_an_error_in_a_worker_is_the_error_of_one_process(workdir):
     """An empty fold fails inside train_fold; two workers raise the same one-line error."""
     messages = []
@@ -68,6 +70,7 @@ class _DiesWhenUnpickled:
         return os._exit, (9,)
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_is_a_clear_error():
     with pytest.raises(PipelineError, match=r"train: a worker process died \(out of memory\?\) with train.workers=2"):
         list(train_jobs([_DiesWhenUnpickled(), _DiesWhenUnpickled()], workers=2))
