@@ -1,4 +1,4 @@
-"""Speed of the portfolio backtest (`lib.portfolio`) against a plain numpy reference loop.
+"""Speed of the portfolio backtest (`lib.portfolio.engine`) against a plain numpy reference loop.
 
 1. Vectorized engine vs the numpy reference on the peer bench's 500-asset x 6,300-day GBM panel
    with weekly SMA(50) target weights, next-open fills (target: ours <= the reference).
@@ -24,8 +24,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib.portfolio import PortfolioConfig, decision_mask, run_event, run_portfolio, run_vectorized, target_book
-from lib.strategy import order_rows
+from lib.portfolio.calendar import order_rows
+from lib.portfolio.engine import PortfolioConfig, decision_mask, run_event, run_portfolio, run_vectorized, target_book
 
 FEE, INIT_CASH, SMA_N, ANN = 0.001, 100_000.0, 50, 252
 

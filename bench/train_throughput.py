@@ -1,4 +1,4 @@
-"""Training throughput: the project's trainer (lib.models.TorchModel.fit, the loop of lib/loop.py,
+"""Training throughput: the project's trainer (lib.ml.models.TorchModel.fit, the loop of lib/ml/fit.py,
 with its validation pass and per-epoch resume state) against a bare PyTorch loop on the same
 model, data, batch size and threads, in one process, alternating, median of several runs.
 
@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib.dataset import windows
-from lib.loop import RunCache, resolve_amp, seed_everything
-from lib.models import FoldData, build, build_net
+from lib.ml.fit import RunCache, resolve_amp, seed_everything
+from lib.ml.models import FoldData, build, build_net
+from lib.ml.panel import windows
 from lib.params import load_params
 
 ARCHS = ("lstm", "gru", "alstm", "transformer")

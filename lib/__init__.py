@@ -1,1 +1,7 @@
-"""Shared library of the LSTM trading-research pipeline (one module per concern)."""
+"""The library behind the stages, in packages by concern; imports flow one way:
+
+    data -> ml -> portfolio -> evaluation -> reporting
+
+and every package may use the plumbing at the top (`errors`, `params`, `io`, `cli`, `tables`),
+which imports none of them (`tests/test_layout.py` checks both rules).
+"""

@@ -205,7 +205,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "threads": _int(0, 1024),
         "workers": _int(1, 256),
     },
-    "backtest": {  # also the checks of lib.portfolio.PortfolioConfig (check_backtest below): one set of ranges
+    "backtest": {  # also the checks of lib.portfolio.engine.PortfolioConfig (check_backtest below): one set of ranges
         "rebalance": _choice("weekly", "monthly", "daily"),
         "fill": _choice("next_open", "close"),
         "threshold": _float(0.0, 1.0),
@@ -274,7 +274,7 @@ def result_params(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]
 # The backtest keys that only the event engine runs (stops, drawdown control, daily position limits).
 PATH_DEPENDENT = ("stop_loss", "trailing_stop", "drawdown_cut", "daily_limits")
 
-# Keys of a backtest config (lib.portfolio.PortfolioConfig) that params.yaml holds in another section.
+# Keys of a backtest config (lib.portfolio.engine.PortfolioConfig) that params.yaml holds in another section.
 BACKTEST_FROM: dict[str, str] = {"horizon": "features", "periods_per_year": "evaluate"}
 
 
@@ -319,7 +319,7 @@ def _backtest_rules(b: Mapping[str, Any]) -> None:
 
 
 def check_backtest(values: Mapping[str, Any]) -> None:
-    """The backtest section's ranges and rules for a config built from code (lib.portfolio.PortfolioConfig):
+    """The backtest section's ranges and rules for a config built from code (lib.portfolio.engine.PortfolioConfig):
     the same specs and messages as params.yaml. `horizon` and `periods_per_year` are checked as
     features.horizon and evaluate.periods_per_year. Values are checked, not changed."""
     for key, value in values.items():

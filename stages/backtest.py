@@ -4,12 +4,12 @@ import logging
 
 import pandas as pd
 
-from lib import plots
-from lib.backtest import attribution, next_orders, read_positions, run_backtest
 from lib.cli import path_args, run_stage
 from lib.errors import PipelineError
 from lib.io import read_table, write_bytes, write_csv
 from lib.params import load_params
+from lib.portfolio.backtest import attribution, next_orders, read_positions, run_backtest
+from lib.reporting import plots
 from lib.tables import COLUMNS
 
 log = logging.getLogger("backtest")

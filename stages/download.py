@@ -2,9 +2,9 @@
 import logging
 
 from lib.cli import path_args, run_stage
+from lib.data.providers import download
 from lib.io import write_table
 from lib.params import load_params
-from lib.providers import download
 
 log = logging.getLogger("download")
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import plots, report, trials
 from lib.cli import path_args, run_stage
-from lib.io import read_table, write_bytes, write_csv, write_json, write_text
-from lib.metrics import (
+from lib.evaluation import trials
+from lib.evaluation.metrics import (
     Stats,
     active,
     drawdown,
@@ -19,9 +18,11 @@ from lib.metrics import (
     prediction_quality,
     rolling_sharpe,
 )
+from lib.evaluation.study import member_ics, nested_reasons, significance, strip_reasons, values_of
+from lib.evaluation.verdict import summary_table, verdict, verdict_metrics
+from lib.io import read_table, write_bytes, write_csv, write_json, write_text
 from lib.params import load_params
-from lib.significance import member_ics, nested_reasons, significance, strip_reasons, values_of
-from lib.summary import summary_table, verdict, verdict_metrics
+from lib.reporting import plots, tearsheet
 from lib.tables import BASELINES, BOOK_LABELS, BOOKS, COLUMNS, PREDICTIONS, STRATEGY, weight_column
 
 log = logging.getLogger("evaluate")
@@ -83,7 +84,7 @@ def main(argv: list[str]) -> None:
             "permutation.png": plots.permutation_hist(perm["null"], perm["observed"], perm["pvalue"])}
     table = summary_table(out, BOOK_LABELS, cfg["alpha"])
     verdict_file = verdict_metrics(out, params["model"]["arch"])
-    html = report.render(out, pngs, series, verdict(out, cfg["alpha"]), params)
+    html = tearsheet.render(out, pngs, series, verdict(out, cfg["alpha"]), params)
     ledger_entry = trials.ledger_entry(params, series["moments"], out)
     write_json(verdict_file, args.verdict)
     write_json(out, args.metrics)

@@ -2,7 +2,7 @@
 import logging
 
 from lib.cli import path_args, run_stage
-from lib.features import build_features
+from lib.data.features import build_features
 from lib.io import read_table, write_table
 from lib.params import load_params
 from lib.tables import COLUMNS

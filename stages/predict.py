@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 
 from lib.cli import path_args, run_stage
-from lib.dataset import Panel
 from lib.errors import PipelineError
 from lib.io import file_sha256, read_table, write_json, write_table, write_text
-from lib.model_card import model_card
+from lib.ml.model_card import model_card
+from lib.ml.panel import Panel
+from lib.ml.trainer import check_checkpoint, deterministic_runtime, load_checkpoint, predict_rows
 from lib.params import load_params
-from lib.strategy import decision_days, execution_date
+from lib.portfolio.calendar import decision_days, execution_date
 from lib.tables import LABEL
-from lib.training import check_checkpoint, deterministic_runtime, load_checkpoint, predict_rows
 
 log = logging.getLogger("predict")
 

@@ -5,7 +5,7 @@ hash of the params that change training and the features' sha256; a rerun after 
 a SIGKILL resumes from there and ends with the same bits. The key's folder is removed once
 every model is written.
 
-Scale-out, two ways (lib/training.py, lib/distributed.py):
+Scale-out, two ways (lib/ml/trainer.py, lib/ml/distributed.py):
 * `train.workers: N` trains N models (folds, final) at once in spawned processes, each with
   `train.threads` threads; on CPU the outputs are byte-identical to `workers: 1`.
 * `torchrun --nproc_per_node=K -m stages.train ...` (same arguments) trains each model
@@ -21,14 +21,14 @@ import pandas as pd
 import torch
 from dvclive import Live
 
-from lib import distributed
 from lib.cli import path_args, run_stage
-from lib.dataset import Panel
 from lib.io import clear_dir, file_sha256, read_table, write_bytes, write_csv
+from lib.ml import distributed
+from lib.ml.folds import make_folds
+from lib.ml.panel import Panel
+from lib.ml.trainer import RunCache, TrainJob, check_processes, resolve_amp, resolve_device, train_jobs
 from lib.params import load_params
 from lib.tables import LABEL
-from lib.training import RunCache, TrainJob, check_processes, resolve_amp, resolve_device, train_jobs
-from lib.walk_forward import make_folds
 
 log = logging.getLogger("train")
 

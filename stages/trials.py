@@ -16,8 +16,8 @@ from pathlib import Path
 
 from lib.cli import run_stage
 from lib.errors import PipelineError
+from lib.evaluation.trials import ledger_path, parse_exp_show, read_ledger, summarize, table
 from lib.io import write_json
-from lib.trials import ledger_path, parse_exp_show, read_ledger, summarize, table
 
 
 def exp_show() -> list[dict]:

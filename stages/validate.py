@@ -2,10 +2,10 @@
 import logging
 
 from lib.cli import path_args, run_stage
+from lib.data.validation import check_schema, failure_message, fatal_findings, report, validate_prices
 from lib.errors import PipelineError
 from lib.io import read_table, write_json, write_table
 from lib.params import load_params
-from lib.validate import check_schema, failure_message, fatal_findings, report, validate_prices
 
 log = logging.getLogger("validate")
 

@@ -20,9 +20,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lib.features import build_features, feature_columns
+from lib.data.features import build_features, feature_columns
+from lib.data.providers import download
 from lib.io import read_table
-from lib.providers import download
 from lib.tables import LABEL
 from tests.helpers import ROOT, frame_sha
 

@@ -122,8 +122,8 @@ def synthetic_study(folder: Path, signal: float, seed: int = 0, tickers: tuple[s
     """Evaluate's inputs without training: GBM prices, predictions = signal x the future label + noise
     over the last `test` sessions (two folds), and the real backtest's outputs. Writes params.yaml,
     data/clean/prices.parquet, data/predictions.parquet and reports/backtest/ under `folder`; returns params."""
-    from lib.backtest import run_backtest
     from lib.io import write_csv, write_table
+    from lib.portfolio.backtest import run_backtest
 
     p = small_params()
     p["data"]["tickers"] = list(tickers)

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.backtest import attribution, next_orders, read_positions, run_backtest
 from lib.errors import PipelineError
-from lib.strategy import decision_days, order_rows, target_weights
+from lib.portfolio.backtest import attribution, next_orders, read_positions, run_backtest
+from lib.portfolio.calendar import decision_days, order_rows, target_weights
 from tests.helpers import default_params, gbm_bars, slice_simulate
 
 

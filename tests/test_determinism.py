@@ -1,4 +1,4 @@
-"""The deterministic runtime (lib/loop.py `deterministic_runtime`): strict deterministic algorithms,
+"""The deterministic runtime (lib/ml/fit.py `deterministic_runtime`): strict deterministic algorithms,
 a fixed thread count with static OpenMP teams, a resume key that knows the code and the CPU; and
 training that gives the same bytes run after run, in another process and with the CPU busy."""
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.loop import RunCache, deterministic_runtime, native_threads, runtime_fingerprint
+from lib.ml.fit import RunCache, deterministic_runtime, native_threads, runtime_fingerprint
+from lib.ml.folds import Fold
 from lib.params import validate_params
-from lib.walk_forward import Fold
 from tests.helpers import gbm_bars, small_params
 
 THREADS = 2
@@ -80,7 +80,7 @@ def test_resume_state_is_keyed_by_the_code_and_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN's kernels of a CPU without AVX-512
     assert RunCache.for_run(tmp_path, p, "abc", "cpu").folder != first
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
-    monkeypatch.setattr("lib.loop.TRAINING_CODE", ("loop.py",))  # other training code
+    monkeypatch.setattr("lib.ml.fit.TRAINING_CODE", ("fit.py",))  # other training code
     assert RunCache.for_run(tmp_path, p, "abc", "cpu").folder != first
     fp = runtime_fingerprint()
     assert fp["capability"] == torch.backends.cpu.get_cpu_capability() and len(fp["code"]) == 64
@@ -89,8 +89,8 @@ def test_resume_state_is_keyed_by_the_code_and_the_cpu(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------- under stress
 @functools.cache
 def _panel():
-    from lib.dataset import Panel
-    from lib.features import build_features
+    from lib.data.features import build_features
+    from lib.ml.panel import Panel
 
     return Panel.from_frame(build_features(gbm_bars(600, ("A", "B", "C", "D")), small_params()["features"]), 15)
 
@@ -114,7 +114,7 @@ def _reduction(threads: int) -> bytes:
 def _train_and_predict(folder: str) -> tuple[str, str, bytes]:
     """The train stage's entry for one model (seeds, threads, strict kernels), then the predict
     stage's path on its file: sha256 of the model file and of the predictions, and `_reduction`."""
-    from lib.training import RunCache, TrainJob, load_checkpoint, predict_rows, train_job
+    from lib.ml.trainer import RunCache, TrainJob, load_checkpoint, predict_rows, train_job
 
     panel, params = _panel(), _params()
     trained = train_job(TrainJob(panel, FOLD, params, "data", "cpu", RunCache(None), "[1/1]"))

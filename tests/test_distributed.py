@@ -13,11 +13,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lib import distributed
 from lib.errors import PipelineError
-from lib.loop import fit_torch, resolve_amp
-from lib.models import build_net
-from lib.training import check_processes, load_checkpoint
+from lib.ml import distributed
+from lib.ml.fit import fit_torch, resolve_amp
+from lib.ml.models import build_net
+from lib.ml.trainer import check_processes, load_checkpoint
 from tests.helpers import run_stages, small_params, stage_commands, tool_env, write_params
 
 CPU = torch.device("cpu")

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from lib import tables
+from lib.evaluation.verdict import VERDICT_KEYS, verdict_metrics
 from lib.params import RUN_ONLY, SCHEMA
-from lib.summary import VERDICT_KEYS, verdict_metrics
 from tests.helpers import ROOT
 
 FIRST_PARTY = ("lib", "stages")  # the packages whose files a stage's deps must list
@@ -330,8 +330,8 @@ def test_exp_show_opens_with_the_verdict():
 # -------------------------------------------------------------------------------------- plots
 # Plotted columns that lib/tables.py does not define, and the file that writes each one.
 WRITTEN_ELSEWHERE = {"epoch": "stages/train.py", "train_loss": "stages/train.py", "val_loss": "stages/train.py",
-                     "rolling_ic": "lib/metrics.py", "cost_bps": "lib/significance.py",
-                     "active_annual": "lib/significance.py"}
+                     "rolling_ic": "lib/evaluation/metrics.py", "cost_bps": "lib/evaluation/study.py",
+                     "active_annual": "lib/evaluation/study.py"}
 
 
 def table_names() -> set[str]:

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.features import build_features, feature_columns
+from lib.data.features import build_features, feature_columns
 from lib.io import read_table
 from lib.tables import LABEL, LABEL_END
 from tests.golden import GOLDEN, assert_matches_golden, features_of, sample_prices, stored
@@ -87,7 +87,7 @@ def test_stored_goldens_hold_the_first_captured_bits():
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_matches_golden_reference(name):
     prices = sample_prices(name)
-    assert frame_sha(prices) == GOLDEN[name]["input_sha"], "the sample input itself changed (lib.providers or data/sample)"
+    assert frame_sha(prices) == GOLDEN[name]["input_sha"], "the sample input itself changed (lib.data.providers or data/sample)"
     out = features_of(name, prices)
     assert list(out.columns) == golden_columns(GOLDEN[name]["cfg"])
     assert out["date"].dtype == prices["date"].dtype and out["ticker"].dtype == prices["ticker"].dtype

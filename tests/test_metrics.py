@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.metrics import active, performance, prediction_quality
+from lib.evaluation.metrics import active, performance, prediction_quality
 
 NO_TRADES = pd.DataFrame({"notional": [], "cost": []})
 
@@ -92,7 +92,7 @@ def test_prediction_quality_known_and_degenerate_cases():
 
 
 def test_return_based_building_blocks_agree_with_performance():
-    from lib.metrics import cagr_of, max_drawdown_of, returns_of, sharpe_of
+    from lib.evaluation.metrics import cagr_of, max_drawdown_of, returns_of, sharpe_of
 
     e = 100 * np.cumprod(1 + np.random.default_rng(3).normal(0.0005, 0.01, 300))
     m = performance(e, np.ones(300), NO_TRADES, 252, 0.01).values
@@ -116,7 +116,7 @@ def _panel(pred_fn, n_dates=60, tickers=6, seed=0):
 
 
 def test_quantile_spread_by_hand_and_sign():
-    from lib.metrics import quantile_spread
+    from lib.evaluation.metrics import quantile_spread
 
     perfect = _panel(lambda y, rng: y)
     s, series = quantile_spread(perfect, 3, 5)
@@ -131,7 +131,7 @@ def test_quantile_spread_by_hand_and_sign():
 
 
 def test_pooled_rank_ic_matches_prediction_quality_and_ignores_missing_cells():
-    from lib.metrics import ic_matrices, pooled_rank_ic
+    from lib.evaluation.metrics import ic_matrices, pooled_rank_ic
 
     pred = _panel(lambda y, rng: y + rng.normal(0, 0.02))
     _, p, y = ic_matrices(pred)
@@ -142,7 +142,7 @@ def test_pooled_rank_ic_matches_prediction_quality_and_ignores_missing_cells():
 
 
 def test_fold_table_splits_by_fold_dates():
-    from lib.metrics import fold_table
+    from lib.evaluation.metrics import fold_table
 
     pred = _panel(lambda y, rng: y, n_dates=40, tickers=2)
     pred["fold"] = (pred["date"] >= pred["date"].iloc[40]).astype(int)
@@ -156,7 +156,7 @@ def test_fold_table_splits_by_fold_dates():
 
 
 def test_member_ics_sit_beside_the_ensembles():
-    from lib.significance import member_ics
+    from lib.evaluation.study import member_ics
 
     panel = _overlapping_panel(200, 3, 1, 0.0)
     rng = np.random.default_rng(0)

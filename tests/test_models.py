@@ -14,14 +14,14 @@ import pandas as pd
 import pytest
 import torch
 
-from lib.dataset import Panel
 from lib.errors import PipelineError
 from lib.io import read_table
-from lib.loop import Schedule, fit_torch, resolve_amp, seed_everything
-from lib.models import GBMModel, LSTMRegressor, build_net
+from lib.ml.fit import Schedule, fit_torch, resolve_amp, seed_everything
+from lib.ml.folds import Fold
+from lib.ml.models import GBMModel, LSTMRegressor, build_net
+from lib.ml.panel import Panel
+from lib.ml.trainer import load_checkpoint, predict_rows, save_checkpoint, train_fold
 from lib.params import validate_params
-from lib.training import load_checkpoint, predict_rows, save_checkpoint, train_fold
-from lib.walk_forward import Fold
 from tests.helpers import ROOT, gbm_bars, run_stages, small_params, stage_commands, tool_env, write_params
 
 CPU = torch.device("cpu")
@@ -30,7 +30,7 @@ ARCHS = ["lstm", "gru", "alstm", "transformer", "ridge", "gbm"]
 
 @pytest.fixture(scope="module")
 def panel():
-    from lib.features import build_features
+    from lib.data.features import build_features
 
     p = small_params()
     return Panel.from_frame(build_features(gbm_bars(260, ("A", "B")), p["features"]), p["model"]["seq_len"])
@@ -145,7 +145,7 @@ def test_ensemble_holds_every_member_and_predicts_their_mean(panel, tmp_path):
 
 @pytest.mark.parametrize("arch", ["lstm", "gbm"])
 def test_final_refit_reaches_the_last_labelled_date(panel, arch):
-    from lib.walk_forward import make_folds
+    from lib.ml.folds import make_folds
 
     p = _params(arch=arch)
     labelled = panel.dates[~np.isnan(panel.labels)]

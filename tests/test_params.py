@@ -9,7 +9,7 @@ import yaml
 
 from lib.errors import PipelineError
 from lib.params import BACKTEST_FROM, PATH_DEPENDENT, SCHEMA, load_params, validate_params
-from lib.portfolio import PortfolioConfig
+from lib.portfolio.engine import PortfolioConfig
 from tests.helpers import ROOT, default_params, stage_commands, tool_env, write_params
 
 

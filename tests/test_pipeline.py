@@ -210,7 +210,7 @@ def test_predict_refuses_models_from_another_config_or_data(base_run, tmp_path, 
 
 
 def test_evaluate_writes_all_of_its_outputs_or_none(base_run, tmp_path, monkeypatch):
-    from lib import plots
+    from lib.reporting import plots
 
     shutil.copytree(base_run["folder"], tmp_path / "run")
     monkeypatch.chdir(tmp_path / "run")

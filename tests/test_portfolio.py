@@ -1,4 +1,4 @@
-"""Portfolio backtest (lib.portfolio, lib.sizing): one cash pool, policy, kernel, two engines."""
+"""Portfolio backtest (lib.portfolio.engine, lib.portfolio.policy): one cash pool, policy, kernel, two engines."""
 import logging
 from dataclasses import replace
 
@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from lib.errors import PipelineError
-from lib.portfolio import (
+from lib.portfolio.calendar import decision_days, order_rows, target_weights
+from lib.portfolio.engine import (
     PortfolioConfig,
     _execute_many,
     execute,
@@ -17,8 +18,7 @@ from lib.portfolio import (
     run_vectorized,
     target_book,
 )
-from lib.sizing import apply_limits, rank_rule, size_kelly, trend_filter, vol_regime_scale
-from lib.strategy import decision_days, order_rows, target_weights
+from lib.portfolio.policy import apply_limits, rank_rule, size_kelly, trend_filter, vol_regime_scale
 from tests.helpers import ROOT, default_params, slice_simulate
 
 # Equity of the peer bench's numpy reference (copied from tests/test_backtest.py): weekly SMA(50)
@@ -395,7 +395,7 @@ def test_a_delisted_ticker_is_closed_at_its_last_price_and_a_late_one_enters(cap
     pred[:100, 2] = np.nan
     dates = pd.bdate_range("2022-01-03", periods=200)
     cfg = PortfolioConfig(fill="next_open", commission_bps=10.0, slippage_bps=0.0)
-    with caplog.at_level(logging.WARNING, logger="lib.portfolio"):
+    with caplog.at_level(logging.WARNING, logger="lib.portfolio.engine"):
         res = run_portfolio(pred, **bars, cfg=cfg, dates=dates, tickers=["A", "B", "C"])
     gone = res.trades[res.trades["reason"] == "delisted"]
     assert gone["ticker"].astype(str).tolist() == ["B"] and gone["row"].tolist() == [150]

@@ -6,10 +6,10 @@ import pytest
 import requests
 import responses
 
-from lib import providers
 from lib.cli import redact
+from lib.data import providers
+from lib.data.providers import COLUMNS, download, normalize_yfinance, parse_price_csv
 from lib.errors import PipelineError
-from lib.providers import COLUMNS, download, normalize_yfinance, parse_price_csv
 from tests.helpers import ROOT, default_params
 
 KEY = "s3cr3t-KEY-123"

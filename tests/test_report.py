@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lib.evaluation.stats import deflated_sharpe_ratio
 from lib.io import read_table
-from lib.stats import deflated_sharpe_ratio
 from lib.tables import COLUMNS, PREDICTIONS, STRATEGY
 from stages import evaluate
 from tests.helpers import run_stages, synthetic_study
@@ -138,7 +138,7 @@ def test_report_is_self_contained_complete_and_deterministic(tmp_path, monkeypat
 
 
 def test_cross_sectional_ic_with_enough_tickers(tmp_path):
-    from lib.metrics import cross_sectional_ic
+    from lib.evaluation.metrics import cross_sectional_ic
 
     synthetic_study(tmp_path, 1.0, 2, tickers=("A", "B", "C", "D", "E", "F"), n=300, test=150)
     _, preds, _ = _inputs(tmp_path)

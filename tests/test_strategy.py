@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from lib.strategy import decision_days, target_weights
+from lib.portfolio.calendar import decision_days, target_weights
 
 
 def test_weekly_decisions_are_last_session_of_each_week():

@@ -7,8 +7,8 @@ import torch
 
 from lib.errors import PipelineError
 from lib.io import file_sha256
+from lib.ml.trainer import check_checkpoint, train_jobs
 from lib.params import validate_params
-from lib.training import check_checkpoint, train_jobs
 from tests.helpers import run_stages, small_params, stage_commands, write_params
 
 OUTPUTS = ("models/fold_00.pt", "models/fold_01.pt", "models/final.pt", "reports/train/metrics.json",
@@ -45,7 +45,7 @@ def test_two_workers_write_the_bytes_of_one_process(workdir, monkeypatch, capfd)
     assert not any(Path(".cache/train").rglob("*.pt")), "the resume state is removed once every model is written"
     err = capfd.readouterr().err
     for tag in ("fold_00/m0", "fold_01/m1", "final/m1/refit"):
-        assert f"lib.training INFO {tag} epoch 1: train " in err, err
+        assert f"lib.ml.trainer INFO {tag} epoch 1: train " in err, err
 
 
 @pytest.mark.slow

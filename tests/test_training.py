@@ -3,14 +3,14 @@ import pandas as pd
 import pytest
 import torch
 
-from lib.dataset import Panel, windows
-from lib.training import EpochLog, resolve_amp, seed_everything, train_fold
-from lib.walk_forward import Fold
+from lib.ml.folds import Fold
+from lib.ml.panel import Panel, windows
+from lib.ml.trainer import EpochLog, resolve_amp, seed_everything, train_fold
 from tests.helpers import gbm_bars, small_params
 
 
 def _panel():
-    from lib.features import build_features
+    from lib.data.features import build_features
 
     p = small_params()
     return build_features(gbm_bars(260, ("A", "B")), p["features"]), p
@@ -85,7 +85,7 @@ def test_scaler_is_fitted_on_fit_rows_only():
 
 
 def test_identical_checkpoints_are_identical_bytes_wherever_saved(tmp_path):
-    from lib.training import save_checkpoint
+    from lib.ml.trainer import save_checkpoint
 
     ckpt = {"state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "params": {"a": 1}, "fold": _fold().as_dict()}
     save_checkpoint(ckpt, tmp_path / "a" / "fold_00.pt")
@@ -96,7 +96,7 @@ def test_identical_checkpoints_are_identical_bytes_wherever_saved(tmp_path):
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "not a model"])
 def test_a_damaged_checkpoint_is_one_clear_error(tmp_path, damage):
     from lib.errors import PipelineError
-    from lib.training import load_checkpoint, save_checkpoint
+    from lib.ml.trainer import load_checkpoint, save_checkpoint
 
     path = tmp_path / "fold_00.pt"
     save_checkpoint({"model": {"arch": "lstm"}, "features": ["a"], "seq_len": 3, "x": torch.zeros(1000)}, path)
@@ -110,8 +110,8 @@ def test_a_damaged_checkpoint_is_one_clear_error(tmp_path, damage):
 def test_purge_by_label_end_date_on_a_ticker_with_holes():
     """B misses two sessions just before the validation and test windows: its labels there reach
     further ahead in calendar time. No fit label may end inside validation, no training label inside test."""
-    from lib.features import build_features
-    from lib.walk_forward import make_folds
+    from lib.data.features import build_features
+    from lib.ml.folds import make_folds
 
     p = small_params()
     bars = gbm_bars(400, ("A", "B"))
@@ -134,7 +134,7 @@ def test_purge_by_label_end_date_on_a_ticker_with_holes():
 
 
 def test_resume_cache_is_keyed_by_config_and_drops_other_configs(tmp_path):
-    from lib.training import RunCache
+    from lib.ml.trainer import RunCache
 
     p = small_params()
     first = RunCache.for_run(tmp_path, p, "abc", "cpu")

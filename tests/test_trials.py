@@ -11,8 +11,8 @@ import sys
 import pytest
 import yaml
 
-from lib.stats import probabilistic_sharpe_ratio
-from lib.trials import ledger_path, main_repository, parse_exp_show, read_ledger, summarize, table
+from lib.evaluation.stats import probabilistic_sharpe_ratio
+from lib.evaluation.trials import ledger_path, main_repository, parse_exp_show, read_ledger, summarize, table
 from tests.helpers import ROOT, synthetic_study, tool_env
 
 

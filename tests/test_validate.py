@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib.data.providers import download
+from lib.data.validation import check_schema, failure_message, fatal_findings, report, validate_prices
 from lib.errors import PipelineError
-from lib.providers import download
-from lib.validate import check_schema, failure_message, fatal_findings, report, validate_prices
 from tests.helpers import ROOT, default_params, frame_sha, gbm_bars
 
 
@@ -221,7 +221,7 @@ def dirty_sample() -> pd.DataFrame:
 
 def test_identical_to_golden_reference():
     df = dirty_sample()
-    assert frame_sha(df) == GOLDEN["input"], "the sample input itself changed (lib.providers or data/sample)"
+    assert frame_sha(df) == GOLDEN["input"], "the sample input itself changed (lib.data.providers or data/sample)"
     clean, findings = validate_prices(df, dict(GOLDEN_CFG), GOLDEN_TICKERS)
     assert clean.shape == GOLDEN["clean_shape"] and list(clean.columns) == list(df.columns)
     assert (clean.dtypes.drop(["volume"]) == df.dtypes.drop(["volume"])).all() and clean["volume"].dtype == float
@@ -256,7 +256,7 @@ def test_drop_policy_drops_broken_tickers_and_keeps_the_rest(caplog):
     """A universe run: a ticker with an unrepairable finding (a gap) leaves the run, and says so."""
     import logging
 
-    from lib.validate import DROPPED, fatal_findings, validate_prices
+    from lib.data.validation import DROPPED, fatal_findings, validate_prices
     from tests.helpers import default_params, gbm_bars
 
     cfg = {**default_params()["validate"], "policy": "drop"}

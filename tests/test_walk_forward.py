@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from lib.errors import PipelineError
-from lib.walk_forward import make_folds
+from lib.ml.folds import make_folds
 from tests.helpers import default_params
 
 SESSIONS = pd.bdate_range("2010-01-01", periods=2000)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib.loop import Amp, EpochLog, RunCache, fit_torch, loss_fn, native_threads, predict_scaled
+from lib.ml.fit import Amp, EpochLog, RunCache, fit_torch, loss_fn, native_threads, predict_scaled
 
 
 # ------------------------------------------------------------------------------------------- networks
@@ -147,7 +147,7 @@ class Model:
 
 
 class TorchModel(Model):
-    """lstm, gru, alstm, transformer: the torch loop of lib/loop.py."""
+    """lstm, gru, alstm, transformer: the torch loop of lib/ml/fit.py."""
 
     family = "torch"
 

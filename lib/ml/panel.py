@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from sklearn.preprocessing import StandardScaler
 
-from lib.features import feature_columns
+from lib.data.features import feature_columns
 from lib.tables import LABEL, LABEL_END
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.indexers import BaseIndexer
 
-from lib.prices import adjusted
+from lib.data.prices import adjusted
 from lib.tables import KEYS, LABEL, LABEL_END
 
 

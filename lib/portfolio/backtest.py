@@ -1,6 +1,6 @@
 """The three books of a backtest, the next rebalance's orders, and P&L attribution.
 
-Every book runs through the one-pool portfolio engine of `lib.portfolio` on the same prices,
+Every book runs through the one-pool portfolio engine of `lib.portfolio.engine` on the same prices,
 calendar and costs: the strategy (the model's predictions through the policy in
 `backtest.*`), buy-and-hold (equal weights of the tickers alive at the first fill, never
 rebalanced) and a momentum baseline (the same policy on the trailing `horizon` return, known at
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lib.data.prices import adjusted, panel
 from lib.errors import PipelineError
-from lib.portfolio import PortfolioConfig, PortfolioResult, run_portfolio, run_vectorized, target_book
-from lib.prices import adjusted, panel
-from lib.strategy import decision_days
+from lib.portfolio.calendar import decision_days
+from lib.portfolio.engine import PortfolioConfig, PortfolioResult, run_portfolio, run_vectorized, target_book
 from lib.tables import BOOKS, STRATEGY, weight_column
 
 TRADES = ["date", "book", "ticker", "side", "shares", "price", "notional", "cost", "reason"]

@@ -4,17 +4,17 @@ Every function takes (T, N) arrays (rows = sessions, columns = tickers) and uses
 only data known at the close of t (trailing windows include t, never t + 1). A target weight
 is a fraction of the whole portfolio's equity; NaN means "no order for this ticker on this
 row" (the position is held), 0 means flat. The pieces compose in this order
-(`lib.portfolio.target_book`): rule -> filters -> sizing -> limits.
+(`lib.portfolio.engine.target_book`): rule -> filters -> sizing -> limits.
 
 Nothing here depends on the portfolio's path (fills, stops, drawdown): that part of the
-policy runs inside the event engine (`lib.portfolio.run_event`).
+policy runs inside the event engine (`lib.portfolio.engine.run_event`).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from lib.strategy import target_weights
+from lib.portfolio.calendar import target_weights
 
 # ----------------------------------------------------------------------------- prices
 
@@ -50,7 +50,7 @@ def realised_vol(close: np.ndarray, window: int, periods_per_year: int) -> np.nd
 
 def threshold_rule(pred: np.ndarray, n_alive: np.ndarray, threshold: float, allow_short: bool) -> np.ndarray:
     """Long above `threshold`, short below `-threshold` if `allow_short`, else flat
-    (`lib.strategy.target_weights`), each position 1 / n of equity, n = tickers alive on the row
+    (`lib.portfolio.calendar.target_weights`), each position 1 / n of equity, n = tickers alive on the row
     (at least 1), so one ticker gives today's +1 / 0 / -1. NaN prediction -> NaN (no order)."""
     n = np.maximum(np.asarray(n_alive, float), 1.0)
     return target_weights(pred, threshold, allow_short) / n[:, None]

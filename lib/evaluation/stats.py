@@ -279,7 +279,7 @@ def monte_carlo(returns: np.ndarray, paths: int, seed: int, block: float | None 
     (`StationaryBootstrap.update_indices`, one call per path); everything after is vectorised.
     Returns {"paths", "days", "block_length", "final_multiple": quantiles of prod(1 + r),
     "max_drawdown": quantiles of min(equity / running peak − 1) with the start at 1 counted as a
-    peak (<= 0, as in lib.metrics), "prob_loss": share of paths ending below 1, "reason"}; the
+    peak (<= 0, as in lib.evaluation.metrics), "prob_loss": share of paths ending below 1, "reason"}; the
     quantile keys are q05, q25, q50, q75, q95. Raises ValueError on non-finite returns."""
     r = np.asarray(returns, dtype=float).ravel()
     if paths < 1:

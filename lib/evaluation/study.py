@@ -11,8 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from lib.backtest import BacktestResult, run_backtest
-from lib.metrics import (
+from lib.evaluation.metrics import (
     Stats,
     cagr_of,
     cross_sectional_ic,
@@ -27,7 +26,7 @@ from lib.metrics import (
     rolling_ic,
     sharpe_of,
 )
-from lib.stats import (
+from lib.evaluation.stats import (
     block_length,
     bootstrap_ci,
     break_even_cost,
@@ -39,6 +38,7 @@ from lib.stats import (
     sharpe_moments,
     spa_vs_baselines,
 )
+from lib.portfolio.backtest import BacktestResult, run_backtest
 from lib.tables import BASELINES, BOOKS, STRATEGY
 
 DSR_TRIALS = (10, 100)  # "what if this were the best of N?" with the permutation null's Sharpe variance
@@ -84,7 +84,7 @@ def significance(equity: pd.DataFrame, preds: pd.DataFrame, prices: pd.DataFrame
     sections: dict[str, Stats | dict] = {}
     series: dict = {}
 
-    # Sharpe-ratio inference (per-period inputs; nothing annualised inside lib.stats)
+    # Sharpe-ratio inference (per-period inputs; nothing annualised inside lib.evaluation.stats)
     mom = sharpe_moments(r[STRATEGY], rf / ppy)
     sig = Stats()
     sig.put("sharpe_daily", mom.sr, "zero volatility or fewer than 3 returns")
@@ -98,7 +98,7 @@ def significance(equity: pd.DataFrame, preds: pd.DataFrame, prices: pd.DataFrame
 
     def rerun(pr: pd.DataFrame, costs: dict) -> BacktestResult:
         """The backtest again (its delisting lines were logged once, by the backtest stage)."""
-        quiet = logging.getLogger("lib.portfolio")
+        quiet = logging.getLogger("lib.portfolio.engine")
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:

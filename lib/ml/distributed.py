@@ -7,7 +7,7 @@ address; `process_group` joins it (gloo on CPU, nccl on CUDA with rank r on cuda
 Outside a process group every helper here is the identity, so the training loop calls them
 unconditionally and a single process keeps its bits.
 
-The contract of the loop (lib/loop.py) under DDP:
+The contract of the loop (lib/ml/fit.py) under DDP:
 
 * `train.batch_size` and `train.accumulate` are global: an optimizer step covers the same
   batch_size x accumulate shuffled rows as in a single process, split among the ranks

@@ -1,8 +1,8 @@
 """A fold's training (ensemble members, the final refit), the train stage's models in one or
 several processes, and self-describing checkpoints.
 
-The loop itself lives in lib/loop.py, the models behind one contract in lib/models.py,
-data-parallel training of one model under torchrun in lib/distributed.py."""
+The loop itself lives in lib/ml/fit.py, the models behind one contract in lib/ml/models.py,
+data-parallel training of one model under torchrun in lib/ml/distributed.py."""
 from __future__ import annotations
 
 import logging
@@ -19,12 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from lib import distributed
 from lib.cli import setup_logging
-from lib.dataset import Panel
 from lib.errors import PipelineError
 from lib.io import write_bytes
-from lib.loop import (  # noqa: F401 - re-exported: the stages and tests import the loop's API from here
+from lib.ml import distributed
+from lib.ml.fit import (  # noqa: F401 - re-exported: the stages and tests import the loop's API from here
     Amp,
     EpochLog,
     RunCache,
@@ -35,9 +34,10 @@ from lib.loop import (  # noqa: F401 - re-exported: the stages and tests import 
     seed_everything,
     torch_bytes,
 )
-from lib.models import REGISTRY, Ensemble, FoldData, build, restore
+from lib.ml.folds import Fold
+from lib.ml.models import REGISTRY, Ensemble, FoldData, build, restore
+from lib.ml.panel import Panel
 from lib.params import result_params
-from lib.walk_forward import Fold
 
 log = logging.getLogger(__name__)
 

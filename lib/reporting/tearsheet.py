@@ -58,7 +58,7 @@ def _card(value: str, label: str) -> str:
 
 def render(m: dict[str, Any], pngs: dict[str, bytes], series: dict[str, Any], verdict: str, params: dict) -> str:
     """The HTML page. `m` is metrics.json's content, `pngs` evaluate's figures, `series` the
-    per-fold rows and Monte Carlo dict from `lib.significance.significance`."""
+    per-fold rows and Monte Carlo dict from `lib.evaluation.study.significance`."""
     cfg = params["evaluate"]
     sig, iv, cost = m["significance"], m["intervals"], m["cost_sensitivity"]
     passed = (m["vs_benchmark"]["pvalue"] is not None and m["vs_benchmark"]["pvalue"] < cfg["alpha"]

@@ -2,7 +2,7 @@
 
 Layout (the order function / portfolio split of vectorbt):
 
-* POLICY, path-independent part (`target_book`, built from `lib.sizing`): predictions and
+* POLICY, path-independent part (`target_book`, built from `lib.portfolio.policy`): predictions and
   prices -> target weights on decision days (rule -> filters -> sizing -> limits).
 * KERNEL (`execute`): (cash, shares, target weights, fill prices, cost rate[, limits]) ->
   (cash, shares, fills). The one place where money moves; both engines call it. It also keeps
@@ -44,7 +44,8 @@ import pandas as pd
 
 from lib.errors import PipelineError
 from lib.params import check_backtest, check_rank_cap, fully_invested, path_dependent
-from lib.sizing import (
+from lib.portfolio.calendar import decision_days
+from lib.portfolio.policy import (
     alive,
     apply_limits,
     live_close,
@@ -59,7 +60,6 @@ from lib.sizing import (
     trend_filter,
     vol_regime_scale,
 )
-from lib.strategy import decision_days
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _check_window(key: str, window: int | None, n_rows: int, extra: int = 0) -> 
 
 def decision_mask(n_rows: int, cfg: PortfolioConfig, dates: Any = None) -> np.ndarray:
     """Decision days: the last session of each period of `cfg.rebalance` when dates are given
-    (`lib.strategy.decision_days`), else every row."""
+    (`lib.portfolio.calendar.decision_days`), else every row."""
     if dates is None:
         return np.ones(n_rows, dtype=bool)
     return decision_days(pd.DatetimeIndex(dates), cfg.rebalance)
@@ -266,7 +266,7 @@ def execute(cash: float, held: np.ndarray, target: np.ndarray, price: np.ndarray
     prices, > 0, NaN = not trading (its order is skipped); mark (N,) finite value of a share of
     a ticker that does not trade here (its last close). See the module docstring for the rule
     (sells first, buys scaled pro rata to the cash left, costs from cash). `limits`
-    (max_position, max_gross, max_net; `lib.sizing.apply_limits`): when some held tickers have
+    (max_position, max_gross, max_net; `lib.portfolio.policy.apply_limits`): when some held tickers have
     no order on the row, their current weights count towards the limits too, and everything
     is scaled down together if the book would break them."""
     if held.shape[0] == 1:

@@ -43,7 +43,7 @@ def model_card(final: dict[str, Any], folds: list[dict[str, Any]], preds: pd.Dat
         "`models/final.pt` (DVC artifact `trading-model`): predicts each ticker's forward log return over "
         f"{final['params']['features']['horizon']} sessions from {len(final['features'])} features"
         + (f" over a {final['seq_len']}-session window." if final["family"] == "torch" else " of the anchor date."),
-        "Load it with `lib.training.load_checkpoint` (or `torch.load(path, weights_only=True)`).",
+        "Load it with `lib.ml.trainer.load_checkpoint` (or `torch.load(path, weights_only=True)`).",
         "",
         "| | |", "|---|---|",
         f"| architecture | {m['arch']} ({final['family']}) |",

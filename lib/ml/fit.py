@@ -30,10 +30,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from lib import distributed
-from lib.dataset import windows
 from lib.errors import PipelineError
 from lib.io import write_bytes
+from lib.ml import distributed
+from lib.ml.panel import windows
 from lib.params import result_params
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ EVAL_BATCH = 4096
 
 
 # The training code (lib/) and the variables that change which kernels run: part of the resume key.
-TRAINING_CODE = ("loop.py", "models.py", "training.py", "distributed.py", "dataset.py")
+TRAINING_CODE = ("fit.py", "models.py", "trainer.py", "distributed.py", "panel.py")
 KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE",
               "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "NPY_DISABLE_CPU_FEATURES")
 
@@ -297,7 +297,7 @@ def fit_torch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fit_rows: torc
 
     One optimizer step per `batch_size * accumulate` rows; each micro-batch's mean loss is
     weighted by its share of the step's rows, so the step equals one on the large batch.
-    Under torchrun both sizes are global: the ranks split each step's rows (lib/distributed.py).
+    Under torchrun both sizes are global: the ranks split each step's rows (lib/ml/distributed.py).
     Returns (best_epoch, best_val_loss, epochs_run)."""
     cache = cache or RunCache(None)
     validate = len(val_rows) > 0

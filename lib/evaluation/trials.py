@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lib.stats import (
+from lib.evaluation.stats import (
     Moments,
     deflated_sharpe_ratio,
     expected_max_sharpe,
