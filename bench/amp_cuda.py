@@ -5,6 +5,7 @@ samples/s and peak GPU memory of both.
     python bench/amp_cuda.py [--hidden 256] [--rows 50000] [--epochs 2]
 
 Without a CUDA device it prints one line saying so and exits 0 (CI has no GPU)."""
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,17 @@ def main() -> int:
     seq_len, n_features = mcfg["seq_len"], 40
     x = torch.randn(args.rows + 2000 + seq_len, n_features, device=device)
     y = torch.randn(len(x), device=device)
-    data = FoldData(x, y, torch.arange(seq_len, seq_len + args.rows, device=device),
-                    torch.arange(seq_len + args.rows, len(x), device=device), seq_len)
-    print(f"{torch.cuda.get_device_name()}: hidden {args.hidden} x {mcfg['layers']}, seq_len {seq_len}, "
-          f"batch {tcfg['batch_size']}, {args.rows} samples/epoch")
+    data = FoldData(
+        x,
+        y,
+        torch.arange(seq_len, seq_len + args.rows, device=device),
+        torch.arange(seq_len + args.rows, len(x), device=device),
+        seq_len,
+    )
+    print(
+        f"{torch.cuda.get_device_name()}: hidden {args.hidden} x {mcfg['layers']}, seq_len {seq_len}, "
+        f"batch {tcfg['batch_size']}, {args.rows} samples/epoch"
+    )
     print(f"{'arch':12s} {'precision':9s} {'samples/s':>10s} {'peak MiB':>9s}")
     for arch in args.archs:
         for mode in ("off", "auto"):
@@ -54,6 +62,7 @@ def main() -> int:
 
             def on_epoch(e, seconds=seconds):
                 seconds.append(e.seconds)
+
             torch.cuda.synchronize()
             model.fit(data, tag=arch, on_epoch=on_epoch)
             torch.cuda.synchronize()

@@ -23,6 +23,7 @@ table as CSV (the format before Parquet) and as Parquet, and prints the ratio.
     python bench/data_stages.py [--universe ../shared/data/universe] [--sizes 50,100,200,402] [--repeat 3]
                                 [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,9 @@ def run_stage(folder: Path, argv: list[str]) -> tuple[float, float]:
     """Run one stage in its own process; (wall seconds, peak RSS MiB of that process)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *argv[1:]], cwd=folder, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, *argv[1:]], cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
@@ -110,53 +112,78 @@ def run(universe: Path, sizes: list[int], repeat: int) -> dict[str, Any]:
             for name in STAGES:  # each stage `repeat` times in a row: the fastest wall, the largest peak
                 walls, mibs = zip(*(run_stage(folder, argv[name]) for _ in range(repeat)), strict=True)
                 wall, mib = min(walls), max(mibs)
-                results.append({"tickers": n, "rows": rows, "stage": name, "seconds": round(wall, 3),
-                                "us_per_row": round(wall / rows * 1e6, 3), "peak_rss_mib": round(mib, 1)})
-                print(f"{n:7d} {rows:8d}  {name:10s} {wall:7.2f}s  {wall / rows * 1e6:7.2f} us/row  {mib:7.0f} MiB",
-                      flush=True)
-            total = sum(r["seconds"] for r in results[-len(STAGES):])
-            peak = max(r["peak_rss_mib"] for r in results[-len(STAGES):])
-            print(f"{n:7d} {rows:8d}  {'total':10s} {total:7.2f}s  {total / rows * 1e6:7.2f} us/row  {peak:7.0f} MiB",
-                  flush=True)
+                results.append(
+                    {
+                        "tickers": n,
+                        "rows": rows,
+                        "stage": name,
+                        "seconds": round(wall, 3),
+                        "us_per_row": round(wall / rows * 1e6, 3),
+                        "peak_rss_mib": round(mib, 1),
+                    }
+                )
+                print(
+                    f"{n:7d} {rows:8d}  {name:10s} {wall:7.2f}s  {wall / rows * 1e6:7.2f} us/row  {mib:7.0f} MiB",
+                    flush=True,
+                )
+            total = sum(r["seconds"] for r in results[-len(STAGES) :])
+            peak = max(r["peak_rss_mib"] for r in results[-len(STAGES) :])
+            print(
+                f"{n:7d} {rows:8d}  {'total':10s} {total:7.2f}s  {total / rows * 1e6:7.2f} us/row  {peak:7.0f} MiB",
+                flush=True,
+            )
             if n == max(sizes):
                 reference = format_reference(folder / "data/features.parquet")
     largest = [r for r in results if r["tickers"] == max(sizes)]
     total = sum(r["seconds"] for r in largest)
     peak = max(r["peak_rss_mib"] for r in largest)
-    print(f"\n{max(sizes)} tickers: download + validate + featurize {total:.1f} s (target <= {TARGET_S:.0f} s: "
-          f"{total / TARGET_S:.2f} of it), peak {peak:.0f} MiB (target <= {TARGET_MIB:.0f}: {peak / TARGET_MIB:.2f})")
+    print(
+        f"\n{max(sizes)} tickers: download + validate + featurize {total:.1f} s (target <= {TARGET_S:.0f} s: "
+        f"{total / TARGET_S:.2f} of it), peak {peak:.0f} MiB (target <= {TARGET_MIB:.0f}: {peak / TARGET_MIB:.2f})"
+    )
     print("linear scaling, least squares wall = start-up + cost x rows over the sizes:")
     for name in STAGES:
         rows = np.array([r["rows"] for r in results if r["stage"] == name], dtype=float)
         wall = np.array([r["seconds"] for r in results if r["stage"] == name])
         cost, fixed = np.polyfit(rows, wall, 1) if len(rows) > 1 else (wall[0] / rows[0], 0.0)
         worst = np.max(np.abs(fixed + cost * rows - wall) / wall)
-        print(f"  {name:10s} start-up {fixed:5.2f} s + {cost * 1e6:5.2f} us/row; largest deviation from the line "
-              f"{worst:.0%}")
-    print(f"features table, {max(sizes)} tickers: write CSV {reference['write_csv']:.2f} s vs Parquet "
-          f"{reference['write_parquet']:.2f} s ({reference['write_csv'] / reference['write_parquet']:.0f}x); read CSV "
-          f"{reference['read_csv']:.2f} s vs Parquet {reference['read_parquet']:.2f} s "
-          f"({reference['read_csv'] / reference['read_parquet']:.0f}x); {reference['mib_csv']:.0f} MiB vs "
-          f"{reference['mib_parquet']:.0f} MiB")
+        print(
+            f"  {name:10s} start-up {fixed:5.2f} s + {cost * 1e6:5.2f} us/row; largest deviation from the line "
+            f"{worst:.0%}"
+        )
+    print(
+        f"features table, {max(sizes)} tickers: write CSV {reference['write_csv']:.2f} s vs Parquet "
+        f"{reference['write_parquet']:.2f} s ({reference['write_csv'] / reference['write_parquet']:.0f}x); read CSV "
+        f"{reference['read_csv']:.2f} s vs Parquet {reference['read_parquet']:.2f} s "
+        f"({reference['read_csv'] / reference['read_parquet']:.0f}x); {reference['mib_csv']:.0f} MiB vs "
+        f"{reference['mib_parquet']:.0f} MiB"
+    )
     return {"results": results, "format_reference": {k: round(v, 3) for k, v in reference.items()}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--universe", type=Path, default=Path("../shared/data/universe"),
-                    help="folder of <TICKER>.csv Yahoo files (default: ../shared/data/universe)")
+    ap.add_argument(
+        "--universe",
+        type=Path,
+        default=Path("../shared/data/universe"),
+        help="folder of <TICKER>.csv Yahoo files (default: ../shared/data/universe)",
+    )
     ap.add_argument("--sizes", default="50,100,200,402", help="ticker counts, ascending, comma-separated")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each stage; the fastest counts (default 3)")
     ap.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = ap.parse_args()
     if not args.universe.is_dir():
         raise SystemExit(f"{args.universe}: not a folder (pass --universe)")
-    print(f"python {platform.python_version()}, pandas {pd.__version__}, {os.cpu_count()} CPU(s), "
-          f"{platform.machine()}; universe {args.universe}")
+    print(
+        f"python {platform.python_version()}, pandas {pd.__version__}, {os.cpu_count()} CPU(s), "
+        f"{platform.machine()}; universe {args.universe}"
+    )
     out = run(args.universe.resolve(), [int(s) for s in args.sizes.split(",")], args.repeat)
     if args.json:
-        args.json.write_text(json.dumps({"platform": platform.platform(), "cpus": os.cpu_count(), **out}, indent=2)
-                             + "\n")
+        args.json.write_text(
+            json.dumps({"platform": platform.platform(), "cpus": os.cpu_count(), **out}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Runs in a temporary copy of the pipeline (the committed params), as bench/repro_
     python bench/model_zoo.py [--archs lstm gru alstm transformer ridge gbm]
 Prints a Markdown table and writes bench/results/model_zoo.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,20 +33,35 @@ def main() -> None:
         subprocess.run([*dvc, "repro", "-q", "featurize"], cwd=tmp, env=env, check=True)
         for arch in args.archs:
             start = time.perf_counter()
-            subprocess.run([*dvc, "exp", "run", "-q", "-S", f"model.arch={arch}"], cwd=tmp, env=env, check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [*dvc, "exp", "run", "-q", "-S", f"model.arch={arch}"],
+                cwd=tmp,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             wall = time.perf_counter() - start
             m = json.loads((Path(tmp) / "reports" / "metrics.json").read_text())
-            rows.append({"arch": arch, "ic": m["predictions"]["ic"], "ic_pvalue": m["predictions"]["ic_pvalue"],
-                         "sharpe": m["strategy"]["sharpe"], "active_annual": m["vs_benchmark"]["mean_annual"],
-                         "active_pvalue": m["vs_benchmark"]["pvalue"], "benchmark_sharpe": m["benchmark"]["sharpe"],
-                         "train_to_evaluate_s": round(wall, 1)})
+            rows.append(
+                {
+                    "arch": arch,
+                    "ic": m["predictions"]["ic"],
+                    "ic_pvalue": m["predictions"]["ic_pvalue"],
+                    "sharpe": m["strategy"]["sharpe"],
+                    "active_annual": m["vs_benchmark"]["mean_annual"],
+                    "active_pvalue": m["vs_benchmark"]["pvalue"],
+                    "benchmark_sharpe": m["benchmark"]["sharpe"],
+                    "train_to_evaluate_s": round(wall, 1),
+                }
+            )
             print(f"{arch}: {rows[-1]}", flush=True)
     print("\n| arch | IC (p) | Sharpe after costs | active vs buy-and-hold (p) | train → evaluate |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['arch']} | {r['ic']:.3f} ({r['ic_pvalue']:.2f}) | {r['sharpe']:.2f} | "
-              f"{100 * r['active_annual']:+.1f} % ({r['active_pvalue']:.2f}) | {r['train_to_evaluate_s']:.0f} s |")
+        print(
+            f"| {r['arch']} | {r['ic']:.3f} ({r['ic_pvalue']:.2f}) | {r['sharpe']:.2f} | "
+            f"{100 * r['active_annual']:+.1f} % ({r['active_pvalue']:.2f}) | {r['train_to_evaluate_s']:.0f} s |"
+        )
     print(f"| buy-and-hold | | {rows[0]['benchmark_sharpe']:.2f} | | |")
     out = ROOT / "bench" / "results" / "model_zoo.json"
     out.parent.mkdir(exist_ok=True)

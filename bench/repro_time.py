@@ -6,6 +6,7 @@ Runs in a temporary copy of the pipeline so the repository's outputs are untouch
     python bench/repro_time.py [--runs 3]
 Prints the wall time of each run and writes bench/results/repro_time.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ COPY = ["stages", "lib", "data/sample", ".dvc/plots", ".dvc/config", "dvc.yaml",
 
 def committed_params() -> str:
     """The default configuration: params.yaml as committed at HEAD."""
-    return subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["git", "show", "HEAD:params.yaml"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def bench_env() -> dict[str, str]:
@@ -62,8 +64,12 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=tmp, env=env, check=True)
             walls.append(time.perf_counter() - start)
         print(f"run {i + 1}: dvc repro {walls[-1]:.1f} s wall")
-    result = {"runs_s": [round(w, 2) for w in walls], "median_s": round(sorted(walls)[len(walls) // 2], 2),
-              "cpus": os.cpu_count(), "python": platform.python_version()}
+    result = {
+        "runs_s": [round(w, 2) for w in walls],
+        "median_s": round(sorted(walls)[len(walls) // 2], 2),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
     out = ROOT / "bench" / "results" / "repro_time.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

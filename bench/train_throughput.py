@@ -6,6 +6,7 @@ model, data, batch size and threads, in one process, alternating, median of seve
 
 Prints samples/s of both and their ratio for lstm, gru, alstm and transformer at the default
 size (params.yaml). Target: ratio >= 0.90."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,15 +28,25 @@ from lib.params import load_params
 ARCHS = ("lstm", "gru", "alstm", "transformer")
 
 
-def bare_epoch(net: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, seq_len: int, bs: int,
-               lr: float, clip: float, delta: float, gen: torch.Generator) -> None:
+def bare_epoch(
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rows: torch.Tensor,
+    seq_len: int,
+    bs: int,
+    lr: float,
+    clip: float,
+    delta: float,
+    gen: torch.Generator,
+) -> None:
     """The loop anyone would write: shuffle, gather windows, forward, Huber, backward, clip, Adam."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     lossf = nn.HuberLoss(delta=delta)
     net.train()
     order = rows[torch.randperm(len(rows), generator=gen)]
     for b in range(0, len(order), bs):
-        r = order[b:b + bs]
+        r = order[b : b + bs]
         loss = lossf(net(windows(x, r, seq_len)), y[r])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -60,8 +71,10 @@ def main() -> None:
     fit_rows = torch.arange(seq_len, seq_len + args.rows)
     val_rows = torch.arange(seq_len + args.rows, len(x))  # a 64-row validation tail: the trainer validates every epoch
     amp = resolve_amp("off", torch.device("cpu"))
-    print(f"threads {torch.get_num_threads()}, {args.rows} samples/epoch, batch {tcfg['batch_size']}, "
-          f"hidden {mcfg['hidden']} x {mcfg['layers']}, seq_len {seq_len}, {args.repeats} repeats (median)")
+    print(
+        f"threads {torch.get_num_threads()}, {args.rows} samples/epoch, batch {tcfg['batch_size']}, "
+        f"hidden {mcfg['hidden']} x {mcfg['layers']}, seq_len {seq_len}, {args.repeats} repeats (median)"
+    )
     print(f"{'arch':12s} {'trainer/s':>10s} {'bare/s':>10s} {'ratio':>7s}")
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs:
@@ -76,8 +89,18 @@ def main() -> None:
                 torch.manual_seed(rep)
                 net = build_net(cfg, n_features, seq_len)
                 t0 = time.perf_counter()
-                bare_epoch(net, x, y, fit_rows, seq_len, tcfg["batch_size"], tcfg["lr"], tcfg["grad_clip"],
-                           tcfg["huber_delta"], torch.Generator().manual_seed(rep))
+                bare_epoch(
+                    net,
+                    x,
+                    y,
+                    fit_rows,
+                    seq_len,
+                    tcfg["batch_size"],
+                    tcfg["lr"],
+                    tcfg["grad_clip"],
+                    tcfg["huber_delta"],
+                    torch.Generator().manual_seed(rep),
+                )
                 t_bare = time.perf_counter() - t0
                 if rep:
                     ours.append(args.rows / t_ours)

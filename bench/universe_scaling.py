@@ -11,6 +11,7 @@ Every combination of --tickers, --folds and each --set group (`;`-separated grou
 comma-free list of key=value; an empty group is the study as is) is one run. Prints one line
 per run: seconds per stage and in all.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,16 +77,27 @@ def run(universe: Path, tickers: int, folds: int, overrides: dict[str, Any]) -> 
         seconds = {}
         for stage in STAGES:
             t0 = time.perf_counter()
-            r = subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", "--single-item", stage], check=False,
-                               cwd=folder,
-                               env=env, capture_output=True, text=True)
+            r = subprocess.run(
+                [sys.executable, "-m", "dvc", "repro", "-q", "--single-item", stage],
+                check=False,
+                cwd=folder,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             seconds[stage] = round(time.perf_counter() - t0, 1)
             if r.returncode != 0:
                 raise SystemExit(f"{stage} failed ({tickers} tickers, {folds} folds, {overrides}):\n{r.stderr[-3000:]}")
         metrics = json.loads((folder / "reports/metrics.json").read_text())
     total = round(sum(seconds.values()), 1)
-    return {"tickers": tickers, "folds": folds, "overrides": overrides, "seconds": seconds, "total_s": total,
-            "n_predictions": metrics["predictions"]["n"]}
+    return {
+        "tickers": tickers,
+        "folds": folds,
+        "overrides": overrides,
+        "seconds": seconds,
+        "total_s": total,
+        "n_predictions": metrics["predictions"]["n"],
+    }
 
 
 def main() -> None:
@@ -101,16 +113,21 @@ def main() -> None:
     groups = [dict(kv.split("=", 1) for kv in g.split() if kv) for g in args.set.split(";")]
     print(f"{os.cpu_count()} CPU(s); stages: {' '.join(STAGES)}", flush=True)
     results = []
-    for n, folds, overrides in itertools.product([int(t) for t in args.tickers.split(",")],
-                                                 [int(f) for f in args.folds.split(",")], groups):
+    for n, folds, overrides in itertools.product(
+        [int(t) for t in args.tickers.split(",")], [int(f) for f in args.folds.split(",")], groups
+    ):
         res = run(args.universe.resolve(), n, folds, overrides)
         results.append(res)
         per_stage = " ".join(f"{s} {v:.0f}" for s, v in res["seconds"].items())
-        print(f"{n:4d} tickers, {folds} folds {' '.join(f'{k}={v}' for k, v in overrides.items()) or '':18s} "
-              f"total {res['total_s']:6.0f} s  ({per_stage})", flush=True)
+        print(
+            f"{n:4d} tickers, {folds} folds {' '.join(f'{k}={v}' for k, v in overrides.items()) or '':18s} "
+            f"total {res['total_s']:6.0f} s  ({per_stage})",
+            flush=True,
+        )
     if args.json:
-        args.json.write_text(json.dumps({"cpus": os.cpu_count(), "study": UNIVERSE, "results": results}, indent=2)
-                             + "\n")
+        args.json.write_text(
+            json.dumps({"cpus": os.cpu_count(), "study": UNIVERSE, "results": results}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

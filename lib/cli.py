@@ -1,4 +1,5 @@
 """Stage entry point: logging set-up, secret redaction and one clear error line."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,18 @@ def encodings(secret: str) -> set[str]:
     """The forms a secret takes on its way into a message: as is, URL-encoded (query string and
     path, `+` or `%20` for a space), JSON- and HTML-escaped, base64 (standard and URL-safe)."""
     raw = secret.encode()
-    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), json.dumps(secret)[1:-1],
-             html.escape(secret), repr(secret)[1:-1], base64.b64encode(raw).decode(),
-             base64.urlsafe_b64encode(raw).decode(), base64.b64encode(raw).decode().rstrip("=")}
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        html.escape(secret),
+        repr(secret)[1:-1],
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode(),
+        base64.b64encode(raw).decode().rstrip("="),
+    }
     return {f for f in forms if f}
 
 
@@ -37,8 +47,10 @@ def register_secret(value: str) -> None:
     if value:
         _SECRETS.update(encodings(value))
         # Longest first (a longer form may contain a shorter one); percent-escapes in either case.
-        parts = [re.sub(r"%[0-9A-Fa-f]{2}", lambda m: f"(?i:{re.escape(m.group())})", re.escape(s))
-                 for s in sorted(_SECRETS, key=len, reverse=True)]
+        parts = [
+            re.sub(r"%[0-9A-Fa-f]{2}", lambda m: f"(?i:{re.escape(m.group())})", re.escape(s))
+            for s in sorted(_SECRETS, key=len, reverse=True)
+        ]
         _PATTERN = re.compile("|".join(parts))
 
 

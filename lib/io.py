@@ -2,6 +2,7 @@
 
 Tables go by suffix: `*.parquet` (the pipeline's data tables: typed columns, floats bit-exact,
 read back with their column types checked) or CSV (reports that DVC plots or a person reads)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -113,8 +114,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"{path}: not a readable Parquet file ({reason}); rerun the stage that writes it "
-                            "(dvc repro -f <stage>)") from None
+        raise PipelineError(
+            f"{path}: not a readable Parquet file ({reason}); rerun the stage that writes it (dvc repro -f <stage>)"
+        ) from None
     for field in table.schema:
         kind, expected = _kind(field.type), _expected_kind(field.name)
         if kind != expected:

@@ -5,6 +5,7 @@ by hand, and rejects a wrong type or an out-of-range value either way, naming th
 The file is read as DVC reads it (ruamel.yaml, YAML 1.2), so `1e-05`, which DVC writes back
 after `dvc exp run -S train.lr=1e-5`, is the float it looks like.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -44,9 +45,16 @@ class Spec:
             raise PipelineError(f"params.yaml: {key} must not be empty (null)")
         if self.kind in ("int_list", "str_list"):
             if not isinstance(value, list) or len(value) < self.min_len:
-                raise PipelineError(f"params.yaml: {key} must be a list of at least {self.min_len} item(s), got {value!r}")
-            item = Spec("int" if self.kind == "int_list" else "str", self.lo, self.hi, lo_open=self.lo_open,
-                        hi_open=self.hi_open)
+                raise PipelineError(
+                    f"params.yaml: {key} must be a list of at least {self.min_len} item(s), got {value!r}"
+                )
+            item = Spec(
+                "int" if self.kind == "int_list" else "str",
+                self.lo,
+                self.hi,
+                lo_open=self.lo_open,
+                hi_open=self.hi_open,
+            )
             out = [item.check(f"{key}[{i}]", v) for i, v in enumerate(value)]
             if len(set(out)) != len(out):
                 raise PipelineError(f"params.yaml: {key} has duplicate items: {value!r}")
@@ -108,8 +116,14 @@ def _int(lo: int | None = None, hi: int | None = None, *, nullable: bool = False
     return Spec("int", lo, hi, nullable=nullable)
 
 
-def _float(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
-           nullable: bool = False) -> Spec:
+def _float(
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    nullable: bool = False,
+) -> Spec:
     return Spec("float", lo, hi, nullable=nullable, lo_open=lo_open, hi_open=hi_open)
 
 
@@ -205,7 +219,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "threads": _int(0, 1024),
         "workers": _int(1, 256),
     },
-    "backtest": {  # also the checks of lib.portfolio.engine.PortfolioConfig (check_backtest below): one set of ranges
+    "backtest": {  # also the checks of lib.portfolio.config.PortfolioConfig (check_backtest below): one set of ranges
         "rebalance": _choice("weekly", "monthly", "daily"),
         "fill": _choice("next_open", "close"),
         "threshold": _float(0.0, 1.0),
@@ -267,21 +281,27 @@ RUN_ONLY: dict[str, tuple[str, ...]] = {"train": ("workers",)}
 
 def result_params(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """`params` without the RUN_ONLY keys: what a result depends on."""
-    return {section: {k: v for k, v in values.items() if k not in RUN_ONLY.get(section, ())}
-            for section, values in params.items()}
+    return {
+        section: {k: v for k, v in values.items() if k not in RUN_ONLY.get(section, ())}
+        for section, values in params.items()
+    }
 
 
 # The backtest keys that only the event engine runs (stops, drawdown control, daily position limits).
 PATH_DEPENDENT = ("stop_loss", "trailing_stop", "drawdown_cut", "daily_limits")
 
-# Keys of a backtest config (lib.portfolio.engine.PortfolioConfig) that params.yaml holds in another section.
+# Keys of a backtest config (lib.portfolio.config.PortfolioConfig) that params.yaml holds in another section.
 BACKTEST_FROM: dict[str, str] = {"horizon": "features", "periods_per_year": "evaluate"}
 
 
 def path_dependent(b: Mapping[str, Any]) -> bool:
     """A path-dependent control is on: a stop or the drawdown cut is set, or daily_limits is true."""
-    return (b["stop_loss"] is not None or b["trailing_stop"] is not None or b["drawdown_cut"] is not None
-            or bool(b["daily_limits"]))
+    return (
+        b["stop_loss"] is not None
+        or b["trailing_stop"] is not None
+        or b["drawdown_cut"] is not None
+        or bool(b["daily_limits"])
+    )
 
 
 def fully_invested(b: Mapping[str, Any]) -> bool:
@@ -296,7 +316,8 @@ def check_rank_cap(max_position: float, max_gross: float, k: int) -> None:
         raise PipelineError(
             f"params.yaml: backtest.max_position ({max_position:g}) is below 1/k = {need:.6g}: the rank rule's "
             f"top {k} long-only, fully invested, cannot be held; raise backtest.max_position to at least "
-            f"{need:.6g} or hold more names (backtest.top_k)")
+            f"{need:.6g} or hold more names (backtest.top_k)"
+        )
 
 
 def _backtest_rules(b: Mapping[str, Any]) -> None:
@@ -305,21 +326,24 @@ def _backtest_rules(b: Mapping[str, Any]) -> None:
         if (b["top_k"] is None) == (b["top_fraction"] is None):
             raise PipelineError(
                 f"params.yaml: backtest.top_k or backtest.top_fraction: the rank rule needs exactly one of them "
-                f"(the other null), got top_k={b['top_k']!r}, top_fraction={b['top_fraction']!r}")
+                f"(the other null), got top_k={b['top_k']!r}, top_fraction={b['top_fraction']!r}"
+            )
         if b["top_k"] is not None and fully_invested(b):
             check_rank_cap(b["max_position"], b["max_gross"], b["top_k"])
     if b["drawdown_cut"] is not None and not b["drawdown_restore"] < b["drawdown_cut"]:
         raise PipelineError(
             f"params.yaml: backtest.drawdown_restore must be below backtest.drawdown_cut ({b['drawdown_cut']!r}), "
-            f"got {b['drawdown_restore']!r}")
+            f"got {b['drawdown_restore']!r}"
+        )
     if b["engine"] == "vectorized" and path_dependent(b):
         raise PipelineError(
             "params.yaml: backtest.engine vectorized cannot run path-dependent controls (stop_loss, trailing_stop, "
-            "drawdown_cut, daily_limits): use event or auto")
+            "drawdown_cut, daily_limits): use event or auto"
+        )
 
 
 def check_backtest(values: Mapping[str, Any]) -> None:
-    """The backtest section's ranges and rules for a config built from code (lib.portfolio.engine.PortfolioConfig):
+    """The backtest section's ranges and rules for a config built from code (lib.portfolio.config.PortfolioConfig):
     the same specs and messages as params.yaml. `horizon` and `periods_per_year` are checked as
     features.horizon and evaluate.periods_per_year. Values are checked, not changed."""
     for key, value in values.items():
@@ -336,11 +360,14 @@ def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
     if wf["purge"] < f["horizon"]:
         raise PipelineError(
             f"params.yaml: walk_forward.purge ({wf['purge']}) must be at least features.horizon "
-            f"({f['horizon']}), or training labels would overlap the test window")
+            f"({f['horizon']}), or training labels would overlap the test window"
+        )
     m = p["model"]
     if m["arch"] == "transformer" and m["hidden"] % m["heads"]:
-        raise PipelineError(f"params.yaml: model.hidden ({m['hidden']}) must be a multiple of model.heads "
-                            f"({m['heads']}) for model.arch=transformer")
+        raise PipelineError(
+            f"params.yaml: model.hidden ({m['hidden']}) must be a multiple of model.heads "
+            f"({m['heads']}) for model.arch=transformer"
+        )
     if f["macd_fast"] >= f["macd_slow"]:
         raise PipelineError("params.yaml: features.macd_fast must be smaller than features.macd_slow")
     _backtest_rules(p["backtest"])
@@ -362,7 +389,8 @@ def validate_params(raw: Any) -> dict[str, dict[str, Any]]:
         if extra:
             raise PipelineError(
                 f"params.yaml: unknown key(s) {[f'{section}.{k}' for k in extra]}; "
-                f"known keys in '{section}': {sorted(specs)}")
+                f"known keys in '{section}': {sorted(specs)}"
+            )
         missing = sorted(set(specs) - set(values))
         if missing:
             raise PipelineError(f"params.yaml: missing key(s) {[f'{section}.{k}' for k in missing]}")

@@ -3,6 +3,7 @@
 (`dvc.yaml` names the plotted columns too;
 `tests/test_dvc_yaml.py::test_plot_columns_are_the_names_the_code_writes` checks that it agrees.)
 """
+
 from __future__ import annotations
 
 PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]

@@ -1,4 +1,5 @@
 """backtest: the strategy and its baselines after costs, the next rebalance's orders, P&L attribution."""
+
 import json
 import logging
 
@@ -24,7 +25,8 @@ def main(argv: list[str]) -> None:
     if not args.signal.exists():
         raise PipelineError(f"{args.signal}: not found (run the predict stage)")
     signal = pd.DataFrame(json.loads(args.signal.read_text())["signals"]).rename(
-        columns={"predicted_return": "prediction"})
+        columns={"predicted_return": "prediction"}
+    )
     result = run_backtest(prices, predictions, cfg, horizon, ppy)
     holdings = read_positions(args.positions, result.market.tickers, cfg["allow_short"])
     orders = next_orders(result, signal, cfg, horizon, ppy, holdings)
@@ -37,8 +39,13 @@ def main(argv: list[str]) -> None:
     write_bytes(chart, args.out / "attribution.png")
     write_csv(orders, args.orders)
     last = result.equity.iloc[-1]
-    log.info("final equity: strategy %.2f, benchmark %.2f, momentum %.2f; orders from %s", last["strategy"],
-             last["benchmark"], last["momentum"], args.positions if holdings else "the backtest's last state")
+    log.info(
+        "final equity: strategy %.2f, benchmark %.2f, momentum %.2f; orders from %s",
+        last["strategy"],
+        last["benchmark"],
+        last["momentum"],
+        args.positions if holdings else "the backtest's last state",
+    )
 
 
 if __name__ == "__main__":

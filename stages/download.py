@@ -1,4 +1,5 @@
 """download: fetch daily bars for `data.tickers` from `data.source` into one long table."""
+
 import logging
 
 from lib.cli import path_args, run_stage

@@ -1,4 +1,5 @@
 """featurize: technical and calendar features per ticker, plus the forward-return label."""
+
 import logging
 
 from lib.cli import path_args, run_stage

@@ -10,6 +10,7 @@ Scale-out, two ways (lib/ml/trainer.py, lib/ml/distributed.py):
   `train.threads` threads; on CPU the outputs are byte-identical to `workers: 1`.
 * `torchrun --nproc_per_node=K -m stages.train ...` (same arguments) trains each model
   data-parallel on K ranks (gloo on CPU, nccl on CUDA); rank 0 alone writes."""
+
 import logging
 import shutil
 import time
@@ -25,7 +26,7 @@ from lib.cli import path_args, run_stage
 from lib.io import clear_dir, file_sha256, read_table, write_bytes, write_csv
 from lib.ml import distributed
 from lib.ml.folds import make_folds
-from lib.ml.panel import Panel
+from lib.ml.panel import WindowPanel
 from lib.ml.trainer import RunCache, TrainJob, check_processes, resolve_amp, resolve_device, train_jobs
 from lib.params import load_params
 from lib.tables import LABEL
@@ -46,19 +47,29 @@ def train(args: Namespace, params: dict[str, Any], device: torch.device) -> None
     """Every model, in fold order; on rank 0 (or the only process) write them, their metrics and curves."""
     tcfg, workers = params["train"], params["train"]["workers"]
     features = read_table(args.features, ["date", "ticker", LABEL])
-    panel = Panel.from_frame(features, params["model"]["seq_len"])
+    panel = WindowPanel.from_frame(features, params["model"]["seq_len"])
     labelled_end = features.loc[features[LABEL].notna(), "date"].max()
     folds = make_folds(pd.DatetimeIndex(np.unique(panel.dates)), labelled_end, params["walk_forward"])
     data_hash = file_sha256(args.features)
     main_rank = distributed.is_main()
     cache = RunCache.for_run(args.cache, params, data_hash, device.type) if main_rank else RunCache(None)
-    log.info("training %d folds + final, %s x%d, on %s (amp: %s) in %d process(es) x %d rank(s); resume state in %s",
-             len(folds) - 1, params["model"]["arch"], params["model"]["ensemble"], device,
-             resolve_amp(tcfg["amp"], device).name, workers, distributed.world_size(), cache.folder)
+    log.info(
+        "training %d folds + final, %s x%d, on %s (amp: %s) in %d process(es) x %d rank(s); resume state in %s",
+        len(folds) - 1,
+        params["model"]["arch"],
+        params["model"]["ensemble"],
+        device,
+        resolve_amp(tcfg["amp"], device).name,
+        workers,
+        distributed.world_size(),
+        cache.folder,
+    )
     spread = device.type == "cuda" and workers > 1  # workers take the visible GPUs in turn
     devices = [torch.device("cuda", i) for i in range(torch.cuda.device_count())] if spread else [device]
-    jobs = [TrainJob(panel, fold, params, data_hash, str(devices[i % len(devices)]), cache, f"[{i + 1}/{len(folds)}]")
-            for i, fold in enumerate(folds)]
+    jobs = [
+        TrainJob(panel, fold, params, data_hash, str(devices[i % len(devices)]), cache, f"[{i + 1}/{len(folds)}]")
+        for i, fold in enumerate(folds)
+    ]
     trained = train_jobs(jobs, workers)
     if not main_rank:
         for _ in trained:  # train in step with rank 0; write nothing
@@ -73,8 +84,11 @@ def train(args: Namespace, params: dict[str, Any], device: torch.device) -> None
             write_bytes(model.checkpoint, args.models / f"{model.name}.pt")
             for key, value in model.metrics.items():
                 live.log_metric(f"{model.name}/{key}", value, plot=False)
-            curves += [{"model": e.fold, "epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss,
-                        "lr": e.lr} for e in model.epochs if not e.fold.endswith("/refit")]  # a refit: no val loss
+            curves += [
+                {"model": e.fold, "epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "lr": e.lr}
+                for e in model.epochs
+                if not e.fold.endswith("/refit")
+            ]  # a refit: no val loss
     write_csv(pd.DataFrame(curves), args.live / "curves.csv")
     shutil.rmtree(cache.folder, ignore_errors=True)  # every output is written: nothing left to resume
     log.info("trained in %.1fs", time.perf_counter() - start)

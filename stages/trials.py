@@ -8,6 +8,7 @@ Reads `dvc exp show --json --all-commits` (or `--exp-json`, a saved copy) and th
 evaluate appends to (`.trials/ledger.jsonl` of the main repository, or `PIPELINE_LEDGER`), counts
 every trial (failed and queued runs too), and writes reports/trials.json and a short table.
 """
+
 import argparse
 import json
 import subprocess

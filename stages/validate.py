@@ -1,4 +1,5 @@
 """validate: check every ticker's bars; stop on a finding (policy fail) or repair and list it."""
+
 import logging
 
 from lib.cli import path_args, run_stage

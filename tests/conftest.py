@@ -1,4 +1,5 @@
 """The one shared fixture: a temp working folder holding the bundled sample (helpers live in tests/helpers.py)."""
+
 from __future__ import annotations
 
 import shutil
@@ -15,5 +16,3 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(ROOT / "data" / "sample", tmp_path / "data" / "sample")
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-

@@ -1,4 +1,5 @@
 """Test helpers: default params, a small fast config, synthetic bars, the stages as DVC runs them."""
+
 from __future__ import annotations
 
 import copy
@@ -21,9 +22,18 @@ def tool_env(**extra: str) -> dict[str, str]:
     """The environment for a subprocess: this interpreter's folder first on PATH (dvc.yaml runs
     `python -m stages...`), quiet logs, no analytics, a git identity."""
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    return {**os.environ, "PATH": path, "PYTHONPATH": str(ROOT), "PIPELINE_QUIET": "1", "DVC_NO_ANALYTICS": "1",
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@t", **extra}
+    return {
+        **os.environ,
+        "PATH": path,
+        "PYTHONPATH": str(ROOT),
+        "PIPELINE_QUIET": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        **extra,
+    }
 
 
 def default_params() -> dict:
@@ -38,8 +48,9 @@ def small_params() -> dict:
     p["walk_forward"].update(folds=2, test_sessions=100, window="expanding")
     p["model"].update(hidden=8, layers=1, dropout=0.0, seq_len=10)
     p["train"].update(epochs=3, patience=2, batch_size=128)
-    p["evaluate"].update(permutations=10, bootstrap_reps=100, spa_reps=100, monte_carlo_paths=100,
-                         cost_grid_bps=[0, 10, 50])
+    p["evaluate"].update(
+        permutations=10, bootstrap_reps=100, spa_reps=100, monte_carlo_paths=100, cost_grid_bps=[0, 10, 50]
+    )
     return p
 
 
@@ -52,7 +63,9 @@ def write_params(folder: Path, params: dict) -> None:
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def gbm_bars(n: int = 300, tickers: tuple[str, ...] = ("AAA",), seed: int = 0, start: str = "2020-01-01") -> pd.DataFrame:
+def gbm_bars(
+    n: int = 300, tickers: tuple[str, ...] = ("AAA",), seed: int = 0, start: str = "2020-01-01"
+) -> pd.DataFrame:
     """Synthetic daily bars in the long layout, with valid OHLC bounds and positive volume."""
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range(start, periods=n)
@@ -62,8 +75,20 @@ def gbm_bars(n: int = 300, tickers: tuple[str, ...] = ("AAA",), seed: int = 0, s
         open_ = close * np.exp(rng.normal(0, 0.003, n))
         high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
         low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
-        parts.append(pd.DataFrame({"date": dates, "ticker": t, "open": open_, "high": high, "low": low, "close": close,
-                                   "adj_close": close * 0.9, "volume": rng.integers(1e5, 1e6, n).astype(float)}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "date": dates,
+                    "ticker": t,
+                    "open": open_,
+                    "high": high,
+                    "low": low,
+                    "close": close,
+                    "adj_close": close * 0.9,
+                    "volume": rng.integers(1e5, 1e6, n).astype(float),
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -90,8 +115,9 @@ def run_stages(*names: str) -> None:
         importlib.import_module(module).main(argv)
 
 
-def slice_simulate(close: np.ndarray, fill_price: np.ndarray, orders: np.ndarray, cost_rate: float,
-                   cash_per_asset: float) -> tuple[np.ndarray, pd.DataFrame]:
+def slice_simulate(
+    close: np.ndarray, fill_price: np.ndarray, orders: np.ndarray, cost_rate: float, cash_per_asset: float
+) -> tuple[np.ndarray, pd.DataFrame]:
     """The foundation's engine, kept as a test oracle (it matches the peer bench's numpy reference):
     each ticker trades its own slice of cash; target-weight `orders` ((T, N), NaN = no order) fill
     at `fill_price` on the same row. Returns the (T, N) slice equity and the fills (row, asset, shares)."""
@@ -117,8 +143,14 @@ def slice_simulate(close: np.ndarray, fill_price: np.ndarray, orders: np.ndarray
     return equity, pd.DataFrame(fills, columns=["row", "asset", "shares"])
 
 
-def synthetic_study(folder: Path, signal: float, seed: int = 0, tickers: tuple[str, ...] = ("AAA", "BBB", "CCC"),
-                    n: int = 560, test: int = 400) -> dict:
+def synthetic_study(
+    folder: Path,
+    signal: float,
+    seed: int = 0,
+    tickers: tuple[str, ...] = ("AAA", "BBB", "CCC"),
+    n: int = 560,
+    test: int = 400,
+) -> dict:
     """Evaluate's inputs without training: GBM prices, predictions = signal x the future label + noise
     over the last `test` sessions (two folds), and the real backtest's outputs. Writes params.yaml,
     data/clean/prices.parquet, data/predictions.parquet and reports/backtest/ under `folder`; returns params."""
@@ -136,8 +168,17 @@ def synthetic_study(folder: Path, signal: float, seed: int = 0, tickers: tuple[s
         label = np.log(g["adj_close"].shift(-horizon) / g["adj_close"]).to_numpy()
         noise = rng.normal(0, np.nanstd(label), len(g))
         pred = signal * np.nan_to_num(label) + noise
-        parts.append(pd.DataFrame({"date": g["date"], "ticker": t, "fold": np.arange(len(g)) * 2 // len(g),
-                                   "prediction": pred, "label": label}).head(test))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "date": g["date"],
+                    "ticker": t,
+                    "fold": np.arange(len(g)) * 2 // len(g),
+                    "prediction": pred,
+                    "label": label,
+                }
+            ).head(test)
+        )
     preds = pd.concat(parts).sort_values(["date", "ticker"]).reset_index(drop=True)
     result = run_backtest(prices, preds, p["backtest"], horizon, p["evaluate"]["periods_per_year"])
     write_params(folder, p)
@@ -146,3 +187,20 @@ def synthetic_study(folder: Path, signal: float, seed: int = 0, tickers: tuple[s
     for name in ("equity", "trades", "weights"):
         write_csv(getattr(result, name), folder / "reports/backtest" / f"{name}.csv")
     return p
+
+
+def save_checkpoint(ckpt: dict, path: Path) -> None:
+    """Write a checkpoint as the train stage writes a model file (`lib.ml.trainer.checkpoint_bytes`)."""
+    from lib.io import write_bytes
+    from lib.ml.trainer import checkpoint_bytes
+
+    write_bytes(checkpoint_bytes(ckpt), path)
+
+
+def order_rows(targets: np.ndarray, fill: str) -> np.ndarray:
+    """Move decision-day targets to the row they fill on: the same close, or the next open."""
+    if fill == "close":
+        return targets
+    shifted = np.full_like(targets, np.nan)
+    shifted[1:] = targets[:-1]
+    return shifted

@@ -4,8 +4,9 @@ import pytest
 
 from lib.errors import PipelineError
 from lib.portfolio.backtest import attribution, next_orders, read_positions, run_backtest
-from lib.portfolio.calendar import decision_days, order_rows, target_weights
-from tests.helpers import default_params, gbm_bars, slice_simulate
+from lib.portfolio.calendar import decision_days
+from lib.portfolio.policy import target_weights
+from tests.helpers import default_params, gbm_bars, order_rows, slice_simulate
 
 
 def _predictions(prices, start, value):
@@ -60,13 +61,14 @@ def test_one_ticker_default_rule_equals_the_foundation_engine(fill):
     cfg = {**default_params()["backtest"], "fill": fill}
     prices = gbm_bars(400, ("A",), seed=3)
     rng = np.random.default_rng(1)
-    preds = _predictions(prices, prices["date"].iloc[150], 0.0).assign(
-        prediction=lambda d: rng.normal(0, 0.01, len(d)))
+    preds = _predictions(prices, prices["date"].iloc[150], 0.0).assign(prediction=lambda d: rng.normal(0, 0.01, len(d)))
     res = run_backtest(prices, preds, cfg, 5)
     px = prices.set_index("date")
     factor = px["adj_close"] / px["close"]
-    close, price = px[["adj_close"]].to_numpy(), (px[["adj_close"]] if fill == "close" else
-                                                   (px["open"] * factor).to_frame()).to_numpy()
+    close, price = (
+        px[["adj_close"]].to_numpy(),
+        (px[["adj_close"]] if fill == "close" else (px["open"] * factor).to_frame()).to_numpy(),
+    )
     pred = preds.set_index("date")["prediction"].reindex(px.index).to_numpy()[:, None]
     decide = decision_days(px.index, "weekly")[:, None]
     orders = order_rows(np.where(decide, target_weights(pred, 0.0, False), np.nan), fill)
@@ -79,8 +81,7 @@ def test_attribution_adds_up_to_the_total_return():
     cfg = {**default_params()["backtest"], "allow_short": True}
     prices = gbm_bars(300, ("A", "B", "C"))
     rng = np.random.default_rng(0)
-    preds = _predictions(prices, prices["date"].iloc[100], 0.0).assign(
-        prediction=lambda d: rng.normal(0, 0.01, len(d)))
+    preds = _predictions(prices, prices["date"].iloc[100], 0.0).assign(prediction=lambda d: rng.normal(0, 0.01, len(d)))
     res = run_backtest(prices, preds, cfg, 5)
     contrib = attribution(res)
     total = res.equity["strategy"].iloc[-1] / res.equity["strategy"].iloc[0] - 1
@@ -107,19 +108,24 @@ def test_orders_from_positions_are_hand_computed(tmp_path):
     last = prices.groupby("ticker")["adj_close"].last()
     equity = 1000 + 10 * last["A"] + 5 * last["B"]
     assert orders.loc["A", "target_shares"] == pytest.approx(0.5 * equity / last["A"])
-    assert orders.loc["A", "side"] == "buy" and orders.loc["A", "shares"] == pytest.approx(0.5 * equity / last["A"] - 10)
+    assert orders.loc["A", "side"] == "buy" and orders.loc["A", "shares"] == pytest.approx(
+        0.5 * equity / last["A"] - 10
+    )
     assert orders.loc["B", "side"] == "sell" and orders.loc["B", "shares"] == pytest.approx(5)
     assert orders.loc["B", "cost"] == pytest.approx(5 * last["B"] * 1e-3)
     small = next_orders(res, signal, {**cfg, "min_order_value": 1e9}, 5, 252, holdings)
     assert (small["side"] == "none").all() and small["note"].str.contains("min_order_value").all()
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("ticker,shares\nZZZ,1\n", r"unknown ticker\(s\) \['ZZZ'\]"),
-    ("ticker,shares\nA,-3\n", "line 2: negative share count -3"),
-    ("ticker,qty\nA,3\n", "columns must be ticker,shares"),
-    ("ticker,shares\nA,many\n", "line 2: shares 'many' is not a number"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ticker,shares\nZZZ,1\n", r"unknown ticker\(s\) \['ZZZ'\]"),
+        ("ticker,shares\nA,-3\n", "line 2: negative share count -3"),
+        ("ticker,qty\nA,3\n", "columns must be ticker,shares"),
+        ("ticker,shares\nA,many\n", "line 2: shares 'many' is not a number"),
+    ],
+)
 def test_bad_positions_file_is_a_clear_error(tmp_path, text, message):
     path = tmp_path / "positions.csv"
     path.write_text(text)
@@ -133,7 +139,8 @@ def test_params_switches_reach_the_engine():
     prices = gbm_bars(400, ("A", "B", "C", "D"), seed=5)
     rng = np.random.default_rng(2)
     preds = _predictions(prices, prices["date"].iloc[150], 0.0).assign(
-        prediction=lambda d: rng.normal(0.001, 0.01, len(d)))
+        prediction=lambda d: rng.normal(0.001, 0.01, len(d))
+    )
     rank = run_backtest(prices, preds, {**base, "rule": "rank", "top_k": 1}, 5)
     held = rank.weights.pivot(index="date", columns="ticker", values="weight").fillna(0).gt(1e-9).sum(axis=1)
     assert held.max() == 1 and held.iloc[-1] == 1

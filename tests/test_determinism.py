@@ -1,6 +1,7 @@
 """The deterministic runtime (lib/ml/fit.py `deterministic_runtime`): strict deterministic algorithms,
 a fixed thread count with static OpenMP teams, a resume key that knows the code and the CPU; and
 training that gives the same bytes run after run, in another process and with the CPU busy."""
+
 from __future__ import annotations
 
 import functools
@@ -22,13 +23,14 @@ from lib.params import validate_params
 from tests.helpers import gbm_bars, small_params
 
 THREADS = 2
-FOLD = Fold("fold_00", "2020-09-01", "2021-06-30", "2021-07-15", "2021-10-31", "2021-11-10", "2022-02-28",
-            "2021-11-10")
+FOLD = Fold("fold_00", "2020-09-01", "2021-06-30", "2021-07-15", "2021-10-31", "2021-11-10", "2022-02-28", "2021-11-10")
 # A busy core: numpy matmuls on one BLAS thread (one of the two torch threads shares its core) until
 # killed, or after 5 minutes or once its parent is gone, so that it never outlives a killed test.
-BURN = ("import os, time\nimport numpy as np\nparent, end = os.getppid(), time.monotonic() + 300\n"
-        "a = np.random.default_rng(0).normal(size=(300, 300))\n"
-        "while os.getppid() == parent and time.monotonic() < end:\n    a = np.tanh(a @ a / 300)\n")
+BURN = (
+    "import os, time\nimport numpy as np\nparent, end = os.getppid(), time.monotonic() + 300\n"
+    "a = np.random.default_rng(0).normal(size=(300, 300))\n"
+    "while os.getppid() == parent and time.monotonic() < end:\n    a = np.tanh(a @ a / 300)\n"
+)
 _FILES = itertools.count()
 
 
@@ -90,9 +92,9 @@ def test_resume_state_is_keyed_by_the_code_and_the_cpu(tmp_path, monkeypatch):
 @functools.cache
 def _panel():
     from lib.data.features import build_features
-    from lib.ml.panel import Panel
+    from lib.ml.panel import WindowPanel
 
-    return Panel.from_frame(build_features(gbm_bars(600, ("A", "B", "C", "D")), small_params()["features"]), 15)
+    return WindowPanel.from_frame(build_features(gbm_bars(600, ("A", "B", "C", "D")), small_params()["features"]), 15)
 
 
 def _params() -> dict:
@@ -123,8 +125,11 @@ def _train_and_predict(folder: str) -> tuple[str, str, bytes]:
     deterministic_runtime(params["train"]["threads"])
     model, ckpt = load_checkpoint(path)
     pred, _ = predict_rows(model, ckpt, panel, panel.rows(FOLD.test_start, FOLD.test_end, labelled=False))
-    return (hashlib.sha256(trained.checkpoint).hexdigest(), hashlib.sha256(pred.tobytes()).hexdigest(),
-            _reduction(THREADS))
+    return (
+        hashlib.sha256(trained.checkpoint).hexdigest(),
+        hashlib.sha256(pred.tobytes()).hexdigest(),
+        _reduction(THREADS),
+    )
 
 
 def _twice(folder: str) -> list[tuple[str, str, bytes]]:

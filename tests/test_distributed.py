@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun (gloo, two CPU ranks): it runs, rank 0 alone writes, and
 without dropout it follows the single process to floating-point rounding (batch_size is global)."""
+
 import json
 import re
 import subprocess
@@ -34,8 +35,11 @@ def _params(**train):
 def _outputs() -> dict:
     names = sorted(p.name for p in Path("models").iterdir())
     ckpts = {name: load_checkpoint(Path("models") / name)[1] for name in names}
-    return {"ckpts": ckpts, "metrics": json.loads(Path("reports/train/metrics.json").read_text()),
-            "curves": pd.read_csv("reports/train/curves.csv")}
+    return {
+        "ckpts": ckpts,
+        "metrics": json.loads(Path("reports/train/metrics.json").read_text()),
+        "curves": pd.read_csv("reports/train/curves.csv"),
+    }
 
 
 @pytest.mark.slow
@@ -45,9 +49,15 @@ def test_torchrun_trains_every_model_writes_once_and_follows_one_process(workdir
     one = _outputs()
 
     module, argv = stage_commands()["train"]
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", module, *argv], check=False, cwd=workdir, env=tool_env(), capture_output=True,
-                         text=True, timeout=240)
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", module, *argv],
+        check=False,
+        cwd=workdir,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert run.returncode == 0, run.stderr
     ddp = _outputs()
     assert list(ddp["ckpts"]) == MODELS and not list(Path(".").rglob("*.tmp"))
@@ -58,8 +68,7 @@ def test_torchrun_trains_every_model_writes_once_and_follows_one_process(workdir
         assert ckpt["world_size"] == 2 and one["ckpts"][name]["world_size"] == 1
         assert ckpt["best_epoch"] == one["ckpts"][name]["best_epoch"], name
         for key, weights in ckpt["members"][0]["state_dict"].items():
-            torch.testing.assert_close(weights, one["ckpts"][name]["members"][0]["state_dict"][key], rtol=0,
-                                       atol=1e-5)
+            torch.testing.assert_close(weights, one["ckpts"][name]["members"][0]["state_dict"][key], rtol=0, atol=1e-5)
     for column in ("train_loss", "val_loss"):
         np.testing.assert_allclose(ddp["curves"][column], one["curves"][column], rtol=1e-5)
 
@@ -80,8 +89,19 @@ def _fit() -> dict[str, torch.Tensor]:
     cfg = {**small_params()["train"], "batch_size": 8, "accumulate": 1, "epochs": 3, "patience": 3}
     torch.manual_seed(0)
     net = build_net({**small_params()["model"], "hidden": 4}, 3, 3)
-    fit_torch(net, x, y, torch.arange(2, 19), torch.arange(19, 30), 3, cfg, resolve_amp("off", CPU), "t",
-              lambda e: None, seed=0)
+    fit_torch(
+        net,
+        x,
+        y,
+        torch.arange(2, 19),
+        torch.arange(19, 30),
+        3,
+        cfg,
+        resolve_amp("off", CPU),
+        "t",
+        lambda e: None,
+        seed=0,
+    )
     return net.state_dict()
 
 
@@ -103,7 +123,9 @@ def test_micro_batches_split_a_step_among_the_ranks(monkeypatch):
         monkeypatch.setattr(distributed, "rank", lambda r=rank: r)
         shares.append(distributed.micro_batches(rows, 2))
     assert [[(r.tolist(), n) for r, n in share] for share in shares] == [
-        [([10, 12], 2), ([14, 16], 2)], [([11, 13], 2), ([15], 1)]]
+        [([10, 12], 2), ([14, 16], 2)],
+        [([11, 13], 2), ([15], 1)],
+    ]
     assert [(r.tolist(), n) for r, n in distributed.micro_batches(rows[:1], 2)] == [([10], 0)]  # rank 1: counts 0
 
 
@@ -117,10 +139,13 @@ def test_other_ranks_write_nothing(workdir, monkeypatch):
     assert sorted(Path(".").rglob("*")) == before
 
 
-@pytest.mark.parametrize(("arch", "workers", "message"), [
-    ("lstm", 2, "train.workers=2 under torchrun (WORLD_SIZE=2): the two do not combine"),
-    ("ridge", 1, "model.arch=ridge is not a torch network and cannot train data-parallel under torchrun"),
-])
+@pytest.mark.parametrize(
+    ("arch", "workers", "message"),
+    [
+        ("lstm", 2, "train.workers=2 under torchrun (WORLD_SIZE=2): the two do not combine"),
+        ("ridge", 1, "model.arch=ridge is not a torch network and cannot train data-parallel under torchrun"),
+    ],
+)
 def test_what_cannot_run_under_torchrun_is_a_clear_error(monkeypatch, arch, workers, message):
     monkeypatch.setenv("WORLD_SIZE", "2")
     p = _params(workers=workers)

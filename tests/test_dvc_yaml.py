@@ -2,6 +2,7 @@
 keys it reads (never a run-only key), its metrics open with the verdict, its plots name real columns.
 
 Static checks (ast and YAML only): nothing here runs a stage or DVC."""
+
 from __future__ import annotations
 
 import ast
@@ -55,7 +56,7 @@ def imported_modules(path: Path, root: Path = ROOT) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = _package(path, root)
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 module = ".".join([*base, *([node.module] if node.module else [])])
             else:
                 module = node.module or ""
@@ -248,8 +249,10 @@ def test_no_stage_lists_a_run_only_key():
     """A run-only key (lib/params.py RUN_ONLY) changes no bit: listing it would rerun the stage for nothing."""
     for name in STAGES:
         listed = sorted(f"{s}.{k}" for s, k in covered(name) & _run_only())
-        assert not listed, (f"stage '{name}' lists run-only {listed}: list its section per key instead "
-                            f"(`- section.key` for each other key)")
+        assert not listed, (
+            f"stage '{name}' lists run-only {listed}: list its section per key instead "
+            f"(`- section.key` for each other key)"
+        )
 
 
 def test_every_result_key_is_read_by_some_stage():
@@ -329,9 +332,14 @@ def test_exp_show_opens_with_the_verdict():
 
 # -------------------------------------------------------------------------------------- plots
 # Plotted columns that lib/tables.py does not define, and the file that writes each one.
-WRITTEN_ELSEWHERE = {"epoch": "stages/train.py", "train_loss": "stages/train.py", "val_loss": "stages/train.py",
-                     "rolling_ic": "lib/evaluation/metrics.py", "cost_bps": "lib/evaluation/study.py",
-                     "active_annual": "lib/evaluation/study.py"}
+WRITTEN_ELSEWHERE = {
+    "epoch": "stages/train.py",
+    "train_loss": "stages/train.py",
+    "val_loss": "stages/train.py",
+    "rolling_ic": "lib/evaluation/forecast.py",
+    "cost_bps": "lib/evaluation/study.py",
+    "active_annual": "lib/evaluation/study.py",
+}
 
 
 def table_names() -> set[str]:

@@ -1,4 +1,5 @@
 """The real DVC pipeline in a temp copy of the repository, on a small config."""
+
 import json
 import shutil
 import subprocess
@@ -42,10 +43,22 @@ def repo(tmp_path_factory):
 
 def test_repro_writes_every_output(repo):
     path, dvc = repo
-    for out in ("data/raw/prices.parquet", "data/clean/prices.parquet", "data/features.parquet", "models/final.pt",
-                "models/fold_00.pt", "data/predictions.parquet", "reports/signal.json", "reports/backtest/equity.csv",
-                "reports/backtest/trades.csv", "reports/metrics.json", "reports/plots/equity.png",
-                "reports/train/curves.csv", "reports/train/metrics.json", "dvc.lock"):
+    for out in (
+        "data/raw/prices.parquet",
+        "data/clean/prices.parquet",
+        "data/features.parquet",
+        "models/final.pt",
+        "models/fold_00.pt",
+        "data/predictions.parquet",
+        "reports/signal.json",
+        "reports/backtest/equity.csv",
+        "reports/backtest/trades.csv",
+        "reports/metrics.json",
+        "reports/plots/equity.png",
+        "reports/train/curves.csv",
+        "reports/train/metrics.json",
+        "dvc.lock",
+    ):
         assert (path / out).exists(), out
     assert "Data and pipelines are up to date" in _run(path, *dvc, "status").stdout
 
@@ -68,7 +81,9 @@ def test_bad_experiment_value_fails_naming_the_key_and_the_documented_recovery_w
     assert r.returncode != 0
     assert "model.hidden must be an integer, got 'abc'" in r.stdout + r.stderr
     readme = (ROOT / "README.md").read_text()
-    recovery = "rm -r params.yaml dvc.lock reports && git checkout HEAD -- params.yaml dvc.lock reports\n  && dvc checkout"
+    recovery = (
+        "rm -r params.yaml dvc.lock reports && git checkout HEAD -- params.yaml dvc.lock reports\n  && dvc checkout"
+    )
     assert recovery in readme
     _run(path, "bash", "-c", recovery.replace("\n ", ""))
     assert "Data and pipelines are up to date" in _run(path, *dvc, "status").stdout
@@ -146,8 +161,13 @@ def test_queued_grid_runs_and_ranks(repo):
             break
         time.sleep(2)
     shown = json.loads(_run(path, *dvc, "exp", "show", "--json", "--sort-by", "vs_benchmark.mean_annual").stdout)
-    done = [r["data"] for b in shown for exp in (b.get("experiments") or []) for r in exp.get("revs", [])
-            if r.get("data") and r["data"].get("metrics") and not r.get("error")]
+    done = [
+        r["data"]
+        for b in shown
+        for exp in (b.get("experiments") or [])
+        for r in exp.get("revs", [])
+        if r.get("data") and r["data"].get("metrics") and not r.get("error")
+    ]
     hidden = {d["params"]["params.yaml"]["data"]["model"]["hidden"] for d in done}
     logs = "\n".join(p.read_text()[-2000:] for p in (path / ".dvc" / "tmp" / "exps").rglob("*.out"))
     assert {4, 6} <= hidden, f"{hidden}\n{status}\n{logs}"

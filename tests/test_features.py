@@ -87,7 +87,9 @@ def test_stored_goldens_hold_the_first_captured_bits():
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_matches_golden_reference(name):
     prices = sample_prices(name)
-    assert frame_sha(prices) == GOLDEN[name]["input_sha"], "the sample input itself changed (lib.data.providers or data/sample)"
+    assert frame_sha(prices) == GOLDEN[name]["input_sha"], (
+        "the sample input itself changed (lib.data.providers or data/sample)"
+    )
     out = features_of(name, prices)
     assert list(out.columns) == golden_columns(GOLDEN[name]["cfg"])
     assert out["date"].dtype == prices["date"].dtype and out["ticker"].dtype == prices["ticker"].dtype
@@ -124,9 +126,21 @@ def test_data_stages_through_parquet_give_the_golden_features(workdir):
 
 
 def golden_columns(cfg) -> list[str]:
-    cols = ["date", "ticker", *(f"ret_{w}" for w in cfg["return_windows"]), *(f"sma_ratio_{w}" for w in cfg["sma_windows"]),
-            *(f"ema_ratio_{w}" for w in cfg["ema_windows"]), "rsi", "macd", "macd_signal", "macd_hist", "bollinger_pctb",
-            "atr", *(f"rvol_{w}" for w in cfg["vol_windows"]), "volume_z"]
+    cols = [
+        "date",
+        "ticker",
+        *(f"ret_{w}" for w in cfg["return_windows"]),
+        *(f"sma_ratio_{w}" for w in cfg["sma_windows"]),
+        *(f"ema_ratio_{w}" for w in cfg["ema_windows"]),
+        "rsi",
+        "macd",
+        "macd_signal",
+        "macd_hist",
+        "bollinger_pctb",
+        "atr",
+        *(f"rvol_{w}" for w in cfg["vol_windows"]),
+        "volume_z",
+    ]
     if cfg["calendar"]:
         cols += ["dow_sin", "dow_cos", "month_sin", "month_cos"]
     return [*cols, LABEL, LABEL_END]

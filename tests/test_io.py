@@ -1,4 +1,5 @@
 """Tables on disk: Parquet round trips bit-exactly, with its column types checked on read."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,14 +10,35 @@ from lib.errors import PipelineError
 from lib.io import read_table, write_table
 from lib.tables import LABEL_END
 
-AWKWARD = np.array([0.1, -0.0, np.nan, np.inf, -np.inf, 5e-324, 1.7976931348623157e308, 1 / 3, 2.0**-1074 * 3,
-                    123456789.12345678, -1e-300, 0.30000000000000004])
+AWKWARD = np.array(
+    [
+        0.1,
+        -0.0,
+        np.nan,
+        np.inf,
+        -np.inf,
+        5e-324,
+        1.7976931348623157e308,
+        1 / 3,
+        2.0**-1074 * 3,
+        123456789.12345678,
+        -1e-300,
+        0.30000000000000004,
+    ]
+)
 
 
 def awkward_frame() -> pd.DataFrame:
     n = len(AWKWARD)
-    return pd.DataFrame({"date": pd.bdate_range("2020-01-01", periods=n), "ticker": ["NA", "TRUE", "", "é", *"ABCDEFGH"],
-                         "close": AWKWARD, "volume": np.arange(n, dtype=np.int64) * 10**12, LABEL_END: pd.NaT})
+    return pd.DataFrame(
+        {
+            "date": pd.bdate_range("2020-01-01", periods=n),
+            "ticker": ["NA", "TRUE", "", "é", *"ABCDEFGH"],
+            "close": AWKWARD,
+            "volume": np.arange(n, dtype=np.int64) * 10**12,
+            LABEL_END: pd.NaT,
+        }
+    )
 
 
 def test_parquet_round_trip_is_bit_exact(tmp_path):
@@ -39,11 +61,14 @@ def test_same_table_same_bytes_wherever_written(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left behind
 
 
-@pytest.mark.parametrize(("column", "values", "expected"), [
-    ("close", ["1.0", "oops", "2"], "column 'close' has type large_string, expected a number"),
-    ("ticker", [1, 2, 3], "column 'ticker' has type int64, expected a string"),
-    ("date", ["2020-01-01"] * 3, "column 'date' has type large_string, expected a date"),
-])
+@pytest.mark.parametrize(
+    ("column", "values", "expected"),
+    [
+        ("close", ["1.0", "oops", "2"], "column 'close' has type large_string, expected a number"),
+        ("ticker", [1, 2, 3], "column 'ticker' has type int64, expected a string"),
+        ("date", ["2020-01-01"] * 3, "column 'date' has type large_string, expected a date"),
+    ],
+)
 def test_schema_checked_on_read(tmp_path, column, values, expected):
     df = pd.DataFrame({"date": pd.bdate_range("2020-01-01", periods=3), "ticker": list("ABC"), "close": [1.0, 2, 3]})
     write_table(df.assign(**{column: values}), tmp_path / "t.parquet")

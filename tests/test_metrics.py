@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.evaluation.metrics import active, performance, prediction_quality
+from lib.evaluation.forecast import prediction_quality
+from lib.evaluation.performance import active, performance
 
 NO_TRADES = pd.DataFrame({"notional": [], "cost": []})
 
@@ -51,8 +52,16 @@ def _overlapping_panel(n_dates: int, tickers: int, seed: int, skill: float) -> p
     for k in range(tickers):
         daily = common + 0.3 * rng.normal(size=n_dates + 5)
         label = np.convolve(daily, np.ones(5), "valid")[1:]
-        parts.append(pd.DataFrame({"date": dates, "ticker": f"T{k}", "label": label,
-                                   "prediction": skill * label + view + rng.normal(size=n_dates)}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "date": dates,
+                    "ticker": f"T{k}",
+                    "label": label,
+                    "prediction": skill * label + view + rng.normal(size=n_dates),
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -92,7 +101,7 @@ def test_prediction_quality_known_and_degenerate_cases():
 
 
 def test_return_based_building_blocks_agree_with_performance():
-    from lib.evaluation.metrics import cagr_of, max_drawdown_of, returns_of, sharpe_of
+    from lib.evaluation.performance import cagr_of, max_drawdown_of, returns_of, sharpe_of
 
     e = 100 * np.cumprod(1 + np.random.default_rng(3).normal(0.0005, 0.01, 300))
     m = performance(e, np.ones(300), NO_TRADES, 252, 0.01).values
@@ -110,13 +119,15 @@ def _panel(pred_fn, n_dates=60, tickers=6, seed=0):
     rows = []
     for d in dates:
         y = rng.normal(0, 0.02, tickers)
-        rows += [{"date": d, "ticker": f"T{i}", "fold": 0, "prediction": pred_fn(y[i], rng), "label": y[i]}
-                 for i in range(tickers)]
+        rows += [
+            {"date": d, "ticker": f"T{i}", "fold": 0, "prediction": pred_fn(y[i], rng), "label": y[i]}
+            for i in range(tickers)
+        ]
     return pd.DataFrame(rows)
 
 
 def test_quantile_spread_by_hand_and_sign():
-    from lib.evaluation.metrics import quantile_spread
+    from lib.evaluation.forecast import quantile_spread
 
     perfect = _panel(lambda y, rng: y)
     s, series = quantile_spread(perfect, 3, 5)
@@ -131,7 +142,7 @@ def test_quantile_spread_by_hand_and_sign():
 
 
 def test_pooled_rank_ic_matches_prediction_quality_and_ignores_missing_cells():
-    from lib.evaluation.metrics import ic_matrices, pooled_rank_ic
+    from lib.evaluation.forecast import ic_matrices, pooled_rank_ic
 
     pred = _panel(lambda y, rng: y + rng.normal(0, 0.02))
     _, p, y = ic_matrices(pred)
@@ -142,13 +153,18 @@ def test_pooled_rank_ic_matches_prediction_quality_and_ignores_missing_cells():
 
 
 def test_fold_table_splits_by_fold_dates():
-    from lib.evaluation.metrics import fold_table
+    from lib.evaluation.forecast import fold_table
 
     pred = _panel(lambda y, rng: y, n_dates=40, tickers=2)
     pred["fold"] = (pred["date"] >= pred["date"].iloc[40]).astype(int)
     dates = pd.bdate_range("2020-12-31", periods=41)
-    eq = pd.DataFrame({"date": dates, "strategy": 100 * 1.001 ** np.arange(41),
-                       "benchmark": 100 * np.cumprod(1 + np.random.default_rng(1).normal(0, 0.01, 41))})
+    eq = pd.DataFrame(
+        {
+            "date": dates,
+            "strategy": 100 * 1.001 ** np.arange(41),
+            "benchmark": 100 * np.cumprod(1 + np.random.default_rng(1).normal(0, 0.01, 41)),
+        }
+    )
     rows = fold_table(eq, pred, 252, 0.0, "benchmark")
     assert [r["fold"] for r in rows] == [0, 1] and sum(r["sessions"] for r in rows) == 40
     assert rows[0]["sharpe"] is None  # constant daily return: zero volatility, not inf

@@ -1,5 +1,6 @@
 """The model contract: every architecture fits, predicts and round-trips through its file;
 schedules, gradient accumulation, ensembles, the final refit, resume after SIGKILL."""
+
 import math
 import os
 import shutil
@@ -16,13 +17,23 @@ import torch
 
 from lib.errors import PipelineError
 from lib.io import read_table
-from lib.ml.fit import Schedule, fit_torch, resolve_amp, seed_everything
+from lib.ml.fit import fit_torch, resolve_amp, seed_everything
 from lib.ml.folds import Fold
 from lib.ml.models import GBMModel, LSTMRegressor, build_net
-from lib.ml.panel import Panel
-from lib.ml.trainer import load_checkpoint, predict_rows, save_checkpoint, train_fold
+from lib.ml.panel import WindowPanel
+from lib.ml.schedule import Schedule
+from lib.ml.trainer import load_checkpoint, predict_rows, train_fold
 from lib.params import validate_params
-from tests.helpers import ROOT, gbm_bars, run_stages, small_params, stage_commands, tool_env, write_params
+from tests.helpers import (
+    ROOT,
+    gbm_bars,
+    run_stages,
+    save_checkpoint,
+    small_params,
+    stage_commands,
+    tool_env,
+    write_params,
+)
 
 CPU = torch.device("cpu")
 ARCHS = ["lstm", "gru", "alstm", "transformer", "ridge", "gbm"]
@@ -33,12 +44,11 @@ def panel():
     from lib.data.features import build_features
 
     p = small_params()
-    return Panel.from_frame(build_features(gbm_bars(260, ("A", "B")), p["features"]), p["model"]["seq_len"])
+    return WindowPanel.from_frame(build_features(gbm_bars(260, ("A", "B")), p["features"]), p["model"]["seq_len"])
 
 
 def _fold(name="fold_00"):
-    return Fold(name, "2020-05-01", "2020-08-31", "2020-09-09", "2020-10-15", "2020-10-23", "2020-12-31",
-                "2020-10-23")
+    return Fold(name, "2020-05-01", "2020-08-31", "2020-09-09", "2020-10-15", "2020-10-23", "2020-12-31", "2020-10-23")
 
 
 def _params(**model):
@@ -100,15 +110,37 @@ def test_gradient_accumulation_equals_the_large_batch():
     for bs, acc in ((64, 1), (16, 4)):
         torch.manual_seed(1)
         net = LSTMRegressor(3, 6, 1, 0.0)
-        fit_torch(net, x, y, rows, val, 5, _cfg(batch_size=bs, accumulate=acc, epochs=2), resolve_amp("off", CPU),
-                  "t", lambda e: None, seed=3)
+        fit_torch(
+            net,
+            x,
+            y,
+            rows,
+            val,
+            5,
+            _cfg(batch_size=bs, accumulate=acc, epochs=2),
+            resolve_amp("off", CPU),
+            "t",
+            lambda e: None,
+            seed=3,
+        )
         out.append(net.state_dict())
     for k in out[0]:
         torch.testing.assert_close(out[0][k], out[1][k], rtol=1e-5, atol=1e-6)
     torch.manual_seed(1)  # and it is not trivially so: a different batch gives other weights
     net = LSTMRegressor(3, 6, 1, 0.0)
-    fit_torch(net, x, y, rows, val, 5, _cfg(batch_size=16, accumulate=1, epochs=2), resolve_amp("off", CPU), "t",
-              lambda e: None, seed=3)
+    fit_torch(
+        net,
+        x,
+        y,
+        rows,
+        val,
+        5,
+        _cfg(batch_size=16, accumulate=1, epochs=2),
+        resolve_amp("off", CPU),
+        "t",
+        lambda e: None,
+        seed=3,
+    )
     assert not torch.allclose(net.state_dict()["head.weight"], out[0]["head.weight"], atol=1e-4)
 
 
@@ -120,7 +152,9 @@ def test_schedules_and_warmup():
     assert [warm.lr(e) for e in range(5)] == pytest.approx([lr / 4, lr / 2, 3 * lr / 4, lr, lr])
     one = Schedule(_cfg(lr=lr, epochs=10, lr_schedule="onecycle", warmup_epochs=0))
     rates = [one.lr(e) for e in range(10)]
-    assert rates[0] == pytest.approx(lr / 25) and max(rates) == pytest.approx(lr) and rates[-1] == pytest.approx(lr / 1e4)
+    assert (
+        rates[0] == pytest.approx(lr / 25) and max(rates) == pytest.approx(lr) and rates[-1] == pytest.approx(lr / 1e4)
+    )
     assert rates.index(max(rates)) == 3
     plat = Schedule(_cfg(lr=lr, lr_schedule="plateau", plateau_factor=0.5, plateau_patience=2))
     for v in (1.0, 0.9, 0.95, 0.96):
@@ -149,8 +183,11 @@ def test_final_refit_reaches_the_last_labelled_date(panel, arch):
 
     p = _params(arch=arch)
     labelled = panel.dates[~np.isnan(panel.labels)]
-    final = make_folds(pd.DatetimeIndex(np.unique(panel.dates)), pd.Timestamp(labelled.max()),
-                       {**p["walk_forward"], "test_sessions": 40})[-1]
+    final = make_folds(
+        pd.DatetimeIndex(np.unique(panel.dates)),
+        pd.Timestamp(labelled.max()),
+        {**p["walk_forward"], "test_sessions": 40},
+    )[-1]
     seed_everything(0, 1)
     plain = train_fold(panel, final, p, CPU, resolve_amp("off", CPU), lambda e: None, refit=False)
     refit = train_fold(panel, final, p, CPU, resolve_amp("off", CPU), lambda e: None, refit=True)
@@ -160,14 +197,17 @@ def test_final_refit_reaches_the_last_labelled_date(panel, arch):
     assert refit["trained_on"]["rows"] > plain["n_fit"] + plain["n_val"] - 1
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("arch", "xgboost", "model.arch must be one of"),
-    ("heads", "four", "model.heads must be an integer, got 'four'"),
-    ("gbm_learning_rate", "fast", "model.gbm_learning_rate must be a number"),
-    ("ensemble", 0, r"model.ensemble must be in \[1, 100\], got 0"),
-    ("hidden", 10, r"model.hidden \(10\) must be a multiple of model.heads \(4\)"),
-    ("hiden", 3, r"unknown key\(s\) \['model.hiden'\]"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("arch", "xgboost", "model.arch must be one of"),
+        ("heads", "four", "model.heads must be an integer, got 'four'"),
+        ("gbm_learning_rate", "fast", "model.gbm_learning_rate must be a number"),
+        ("ensemble", 0, r"model.ensemble must be in \[1, 100\], got 0"),
+        ("hidden", 10, r"model.hidden \(10\) must be a multiple of model.heads \(4\)"),
+        ("hiden", 3, r"unknown key\(s\) \['model.hiden'\]"),
+    ],
+)
 def test_bad_model_params_name_the_key(key, value, message):
     p = small_params()
     p["model"].update({"heads": 4, "arch": "transformer" if key == "hidden" else "lstm", key: value})
@@ -185,8 +225,14 @@ def test_unused_arch_keys_are_not_errors():
 def _train_proc(folder):
     module, argv = stage_commands()["train"]
     env = {**tool_env(PIPELINE_QUIET="0"), "CI": ""}
-    return subprocess.Popen([sys.executable, "-m", module, *argv], cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *argv],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -224,9 +270,17 @@ def test_training_killed_mid_run_resumes_and_ends_bit_identical(tmp_path, monkey
         if name == "base":
             run_stages("train")
         run_stages("predict", "backtest", "evaluate")
-        outputs[name] = {f: Path(f).read_bytes() for f in ("data/predictions.parquet", "reports/metrics.json",
-                                                           "reports/train/metrics.json", "reports/train/curves.csv",
-                                                           "models/fold_00.pt", "models/final.pt")}
+        outputs[name] = {
+            f: Path(f).read_bytes()
+            for f in (
+                "data/predictions.parquet",
+                "reports/metrics.json",
+                "reports/train/metrics.json",
+                "reports/train/curves.csv",
+                "models/fold_00.pt",
+                "models/final.pt",
+            )
+        }
     for f, data in outputs["base"].items():
         assert outputs["killed"][f] == data, f
     preds = read_table(tmp_path / "base" / "data/predictions.parquet", [])

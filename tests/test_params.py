@@ -9,7 +9,7 @@ import yaml
 
 from lib.errors import PipelineError
 from lib.params import BACKTEST_FROM, PATH_DEPENDENT, SCHEMA, load_params, validate_params
-from lib.portfolio.engine import PortfolioConfig
+from lib.portfolio.config import PortfolioConfig
 from tests.helpers import ROOT, default_params, stage_commands, tool_env, write_params
 
 
@@ -19,19 +19,22 @@ def test_bundled_params_are_valid():
     assert p["walk_forward"]["purge"] >= p["features"]["horizon"]
 
 
-@pytest.mark.parametrize(("section", "key", "value", "message"), [
-    ("model", "hidden", "abc", "model.hidden must be an integer, got 'abc'"),
-    ("model", "hidden", 0, "model.hidden must be in [1, 4096], got 0"),
-    ("features", "sma_windows", [10, -5], "features.sma_windows[1] must be in [2, 2520], got -5"),
-    ("features", "rsi_window", -3, "features.rsi_window must be in [2, 2520], got -3"),
-    ("train", "lr", "fast", "train.lr must be a number, got 'fast'"),
-    ("backtest", "initial_cash", 1.0e308, "backtest.initial_cash must be in [1.0, 1000000000000.0]"),
-    ("train", "amp", "maybe", "train.amp must be one of ['auto', 'on', 'off']"),
-    ("backtest", "allow_short", "yes", "backtest.allow_short must be true or false"),
-    ("data", "tickers", [], "data.tickers must be a list of at least 1"),
-    ("data", "start", "2020-13-01", "data.start must be a date YYYY-MM-DD"),
-    ("train", "epochs", True, "train.epochs must be an integer"),
-])
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("model", "hidden", "abc", "model.hidden must be an integer, got 'abc'"),
+        ("model", "hidden", 0, "model.hidden must be in [1, 4096], got 0"),
+        ("features", "sma_windows", [10, -5], "features.sma_windows[1] must be in [2, 2520], got -5"),
+        ("features", "rsi_window", -3, "features.rsi_window must be in [2, 2520], got -3"),
+        ("train", "lr", "fast", "train.lr must be a number, got 'fast'"),
+        ("backtest", "initial_cash", 1.0e308, "backtest.initial_cash must be in [1.0, 1000000000000.0]"),
+        ("train", "amp", "maybe", "train.amp must be one of ['auto', 'on', 'off']"),
+        ("backtest", "allow_short", "yes", "backtest.allow_short must be true or false"),
+        ("data", "tickers", [], "data.tickers must be a list of at least 1"),
+        ("data", "start", "2020-13-01", "data.start must be a date YYYY-MM-DD"),
+        ("train", "epochs", True, "train.epochs must be an integer"),
+    ],
+)
 def test_bad_value_names_the_key(section, key, value, message):
     p = default_params()
     p[section][key] = value
@@ -110,7 +113,10 @@ def _out_of_range():
     cases = []
     for section, specs in SCHEMA.items():
         for key, spec in specs.items():
-            for bound, is_open, direction, side in ((spec.lo, spec.lo_open, -1, "lo"), (spec.hi, spec.hi_open, 1, "hi")):
+            for bound, is_open, direction, side in (
+                (spec.lo, spec.lo_open, -1, "lo"),
+                (spec.hi, spec.hi_open, 1, "hi"),
+            ):
                 if bound is None:
                     continue
                 bad = [_past(spec, bound, direction)] + ([bound] if is_open else [])
@@ -119,8 +125,12 @@ def _out_of_range():
 
 
 def _choice_keys():
-    return [pytest.param(section, key, id=f"{section}.{key}")
-            for section, specs in SCHEMA.items() for key, spec in specs.items() if spec.kind == "choice"]
+    return [
+        pytest.param(section, key, id=f"{section}.{key}")
+        for section, specs in SCHEMA.items()
+        for key, spec in specs.items()
+        if spec.kind == "choice"
+    ]
 
 
 def _with(p, section, key, value):
@@ -153,11 +163,20 @@ def test_every_choice_rejects_an_unknown_choice(section, key):
     p[section][key] = "no-such-choice"
     with pytest.raises(PipelineError) as err:
         validate_params(p)
-    assert str(err.value).startswith(f"params.yaml: {section}.{key} must be one of {list(SCHEMA[section][key].choices)}")
+    assert str(err.value).startswith(
+        f"params.yaml: {section}.{key} must be one of {list(SCHEMA[section][key].choices)}"
+    )
 
 
-@pytest.mark.parametrize(("section", "key"), [pytest.param(s, k, id=f"{s}.{k}") for s, specs in SCHEMA.items()
-                                              for k, v in specs.items() if v.lo is not None or v.hi is not None])
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        pytest.param(s, k, id=f"{s}.{k}")
+        for s, specs in SCHEMA.items()
+        for k, v in specs.items()
+        if v.lo is not None or v.hi is not None
+    ],
+)
 def test_closed_bounds_and_values_just_inside_open_ones_are_accepted(section, key):
     spec = SCHEMA[section][key]
     for bound, is_open, inward in ((spec.lo, spec.lo_open, 1), (spec.hi, spec.hi_open, -1)):
@@ -171,14 +190,19 @@ def test_closed_bounds_and_values_just_inside_open_ones_are_accepted(section, ke
 # ----------------------------------------------------------------------------- backtest: caught before any work
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"target_vol": 0}, "params.yaml: backtest.target_vol must be in (0.0, 5.0], got 0"),
-    ({"stop_loss": 0}, "params.yaml: backtest.stop_loss must be in (0.0, 1.0) (or null: off), got 0"),
-    ({"kelly_fraction": 0}, "params.yaml: backtest.kelly_fraction must be in (0.0, 1.0], got 0"),
-    ({"drawdown_factor": 1}, "params.yaml: backtest.drawdown_factor must be in [0.0, 1.0), got 1"),
-    ({"rule": "rank", "top_k": None, "top_fraction": None},
-     "params.yaml: backtest.top_k or backtest.top_fraction: the rank rule needs exactly one of them"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"target_vol": 0}, "params.yaml: backtest.target_vol must be in (0.0, 5.0], got 0"),
+        ({"stop_loss": 0}, "params.yaml: backtest.stop_loss must be in (0.0, 1.0) (or null: off), got 0"),
+        ({"kelly_fraction": 0}, "params.yaml: backtest.kelly_fraction must be in (0.0, 1.0], got 0"),
+        ({"drawdown_factor": 1}, "params.yaml: backtest.drawdown_factor must be in [0.0, 1.0), got 1"),
+        (
+            {"rule": "rank", "top_k": None, "top_fraction": None},
+            "params.yaml: backtest.top_k or backtest.top_fraction: the rank rule needs exactly one of them",
+        ),
+    ],
+)
 def test_the_backtest_values_that_used_to_fail_after_training(changes, message):
     p = default_params()
     p["backtest"].update(changes)
@@ -193,40 +217,71 @@ def _backtest(**changes):
     return p
 
 
-@pytest.mark.parametrize(("p", "message"), [
-    pytest.param(_backtest(rule="rank", top_k=None, top_fraction=None), r"backtest\.top_k or backtest\.top_fraction: "
-                 r"the rank rule needs exactly one", id="rank-neither"),
-    pytest.param(_backtest(rule="rank", top_k=2, top_fraction=0.5), r"backtest\.top_k or backtest\.top_fraction: "
-                 r"the rank rule needs exactly one", id="rank-both"),
-    pytest.param(_backtest(drawdown_cut=0.1, drawdown_restore=0.2),
-                 r"backtest\.drawdown_restore must be below backtest\.drawdown_cut \(0\.1\), got 0\.2", id="restore-above"),
-    pytest.param(_backtest(drawdown_cut=0.1, drawdown_restore=0.1), r"backtest\.drawdown_restore must be below",
-                 id="restore-equal"),
-    *[pytest.param(_backtest(engine="vectorized", **{key: True if key == "daily_limits" else 0.1}),
-                   r"backtest\.engine vectorized cannot run path-dependent controls", id=f"vectorized-{key}")
-      for key in PATH_DEPENDENT],
-    pytest.param(_backtest(rule="rank", top_k=4, max_position=0.2, max_gross=1.0),
-                 r"backtest\.max_position \(0\.2\) is below 1/k = 0\.25", id="rank-cap"),
-    pytest.param(_backtest(rule="rank", top_k=4, max_position=0.1, max_gross=0.5),
-                 r"backtest\.max_position \(0\.1\) is below 1/k = 0\.125", id="rank-cap-gross"),
-])
+@pytest.mark.parametrize(
+    ("p", "message"),
+    [
+        pytest.param(
+            _backtest(rule="rank", top_k=None, top_fraction=None),
+            r"backtest\.top_k or backtest\.top_fraction: "
+            r"the rank rule needs exactly one",
+            id="rank-neither",
+        ),
+        pytest.param(
+            _backtest(rule="rank", top_k=2, top_fraction=0.5),
+            r"backtest\.top_k or backtest\.top_fraction: "
+            r"the rank rule needs exactly one",
+            id="rank-both",
+        ),
+        pytest.param(
+            _backtest(drawdown_cut=0.1, drawdown_restore=0.2),
+            r"backtest\.drawdown_restore must be below backtest\.drawdown_cut \(0\.1\), got 0\.2",
+            id="restore-above",
+        ),
+        pytest.param(
+            _backtest(drawdown_cut=0.1, drawdown_restore=0.1),
+            r"backtest\.drawdown_restore must be below",
+            id="restore-equal",
+        ),
+        *[
+            pytest.param(
+                _backtest(engine="vectorized", **{key: True if key == "daily_limits" else 0.1}),
+                r"backtest\.engine vectorized cannot run path-dependent controls",
+                id=f"vectorized-{key}",
+            )
+            for key in PATH_DEPENDENT
+        ],
+        pytest.param(
+            _backtest(rule="rank", top_k=4, max_position=0.2, max_gross=1.0),
+            r"backtest\.max_position \(0\.2\) is below 1/k = 0\.25",
+            id="rank-cap",
+        ),
+        pytest.param(
+            _backtest(rule="rank", top_k=4, max_position=0.1, max_gross=0.5),
+            r"backtest\.max_position \(0\.1\) is below 1/k = 0\.125",
+            id="rank-cap-gross",
+        ),
+    ],
+)
 def test_backtest_cross_rules(p, message):
     with pytest.raises(PipelineError, match=message):
         validate_params(p)
 
 
-@pytest.mark.parametrize("changes", [
-    {"rule": "rank", "top_k": 4, "max_position": 0.25},  # exactly 1/k
-    {"rule": "rank", "top_k": 4, "max_position": 0.2, "allow_short": True},  # not fully invested
-    {"rule": "rank", "top_k": 4, "max_position": 0.2, "sizing": "volatility"},
-    {"rule": "rank", "top_fraction": 0.5},  # the cap needs the number of tickers: checked by the backtest
-    {"rule": "threshold", "top_k": 3},
-    {"drawdown_cut": 0.2, "drawdown_restore": 0.1999},
-    {"drawdown_cut": None, "drawdown_restore": 0.9},
-    {"engine": "auto", "stop_loss": 0.05, "daily_limits": True},
-    {"engine": "event", "trailing_stop": 0.1},
-    {"engine": "vectorized"},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"rule": "rank", "top_k": 4, "max_position": 0.25},  # exactly 1/k
+        {"rule": "rank", "top_k": 4, "max_position": 0.2, "allow_short": True},  # not fully invested
+        {"rule": "rank", "top_k": 4, "max_position": 0.2, "sizing": "volatility"},
+        {"rule": "rank", "top_fraction": 0.5},  # the cap needs the number of tickers: checked by the backtest
+        {"rule": "threshold", "top_k": 3},
+        {"drawdown_cut": 0.2, "drawdown_restore": 0.1999},
+        {"drawdown_cut": None, "drawdown_restore": 0.9},
+        {"engine": "auto", "stop_loss": 0.05, "daily_limits": True},
+        {"engine": "event", "trailing_stop": 0.1},
+        {"engine": "vectorized"},
+    ],
+)
 def test_backtest_cross_rules_accept_what_the_engine_can_run(changes):
     p = _backtest(**changes)
     assert validate_params(p)["backtest"] == p["backtest"]
@@ -271,8 +326,12 @@ def test_portfolio_config_fails_with_the_params_message(section, key, value):
 
 
 def test_portfolio_config_cross_rules_match_params():
-    for changes in ({"rule": "rank"}, {"drawdown_cut": 0.1, "drawdown_restore": 0.2},
-                    {"engine": "vectorized", "stop_loss": 0.1}, {"rule": "rank", "top_k": 4, "max_position": 0.2}):
+    for changes in (
+        {"rule": "rank"},
+        {"drawdown_cut": 0.1, "drawdown_restore": 0.2},
+        {"engine": "vectorized", "stop_loss": 0.1},
+        {"rule": "rank", "top_k": 4, "max_position": 0.2},
+    ):
         with pytest.raises(PipelineError) as from_params:
             validate_params(_backtest(**{"top_k": None, "top_fraction": None, **changes}))
         with pytest.raises(PipelineError) as from_code:
@@ -287,8 +346,15 @@ def test_download_refuses_a_bad_backtest_value_and_writes_nothing(workdir):
     write_params(workdir, p)
     before = sorted(workdir.rglob("*"))
     module, argv = stage_commands()["download"]
-    r = subprocess.run([sys.executable, "-m", module, *argv], check=False, cwd=workdir, capture_output=True, text=True,
-                       env={**tool_env(), "PYTHONPATH": str(ROOT)}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", module, *argv],
+        check=False,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**tool_env(), "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert r.returncode != 0
     lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "backtest.target_vol" in lines[0], lines

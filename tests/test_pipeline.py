@@ -1,4 +1,5 @@
 """The real stages, in-process and as processes, on a small config: look-ahead, determinism, failures."""
+
 import json
 import os
 import shutil
@@ -20,8 +21,11 @@ AFTER_DOWNLOAD = ("validate", "featurize", "train", "predict", "backtest", "eval
 
 
 def _outputs():
-    files = {"predictions": "data/predictions.parquet", "weights": "reports/backtest/weights.csv",
-             "equity": "reports/backtest/equity.csv"}
+    files = {
+        "predictions": "data/predictions.parquet",
+        "weights": "reports/backtest/weights.csv",
+        "equity": "reports/backtest/equity.csv",
+    }
     return {name: read_table(path, ["date"]) for name, path in files.items()}
 
 
@@ -83,26 +87,41 @@ def test_no_look_ahead_anywhere(base_run, tmp_path, which):
     folds = base_run["folds"]
     dates = base_run["out"]["predictions"]["date"].drop_duplicates().sort_values().reset_index(drop=True)
     first1 = dates[dates == pd.Timestamp(folds[1]["test_start"])].index[0]
-    T = {"first day of fold 1": dates[first1], "middle of fold 0": dates[first1 // 2],
-         "last day of fold 0": dates[first1 - 1]}[which]
+    T = {
+        "first day of fold 1": dates[first1],
+        "middle of fold 0": dates[first1 // 2],
+        "last day of fold 0": dates[first1 - 1],
+    }[which]
     shutil.copytree(base_run["folder"], tmp_path / "run")
     out, _, _ = _rerun_with(tmp_path / "run", _shift_prices_after(base_run["raw"], T, seed=len(which)))
     for name, base in base_run["out"].items():
         before = base[base["date"] <= T].reset_index(drop=True)
         assert len(before) > 0
-        pd.testing.assert_frame_equal(before.drop(columns="label", errors="ignore"),
-                                      out[name][out[name]["date"] <= T].reset_index(drop=True)
-                                      .drop(columns="label", errors="ignore"), check_exact=True, obj=name)
+        pd.testing.assert_frame_equal(
+            before.drop(columns="label", errors="ignore"),
+            out[name][out[name]["date"] <= T].reset_index(drop=True).drop(columns="label", errors="ignore"),
+            check_exact=True,
+            obj=name,
+        )
     for name in ("predictions", "equity"):  # the perturbation must bite, or the test proves nothing
         later = T + pd.Timedelta(days=10)
         base = base_run["out"][name]
         assert not base[base["date"] > later].equals(out[name][out[name]["date"] > later]), name
 
 
-DETERMINISTIC = ["models/fold_00.pt", "models/fold_01.pt", "models/final.pt", "reports/train/metrics.json",
-                 "reports/train/curves.csv", "reports/signal.json", "reports/backtest/equity.csv",
-                 "reports/backtest/trades.csv", "reports/plots/drawdown.csv", "reports/plots/equity.png",
-                 "reports/plots/pred_vs_real.png"]
+DETERMINISTIC = [
+    "models/fold_00.pt",
+    "models/fold_01.pt",
+    "models/final.pt",
+    "reports/train/metrics.json",
+    "reports/train/curves.csv",
+    "reports/signal.json",
+    "reports/backtest/equity.csv",
+    "reports/backtest/trades.csv",
+    "reports/plots/drawdown.csv",
+    "reports/plots/equity.png",
+    "reports/plots/pred_vs_real.png",
+]
 
 
 def test_two_runs_are_bit_identical(base_run, tmp_path):
@@ -118,8 +137,11 @@ def test_two_runs_are_bit_identical(base_run, tmp_path):
 
 # The instruction set another CPU would give: torch's and oneDNN's kernels held to a lower ISA, and
 # numpy's AVX-512 kernels off (a no-op on a CPU without them). Results agree to these tolerances.
-LOWER_ISA = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-             "NPY_DISABLE_CPU_FEATURES": "AVX512_SPR AVX512_ICL X86_V4"}
+LOWER_ISA = {
+    "ATEN_CPU_CAPABILITY": "default",
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "NPY_DISABLE_CPU_FEATURES": "AVX512_SPR AVX512_ICL X86_V4",
+}
 CROSS_CPU_RTOL = {"predictions": 1e-6, "equity": 1e-9, "metrics": 1e-6}
 
 
@@ -149,8 +171,12 @@ def test_another_instruction_set_agrees_to_stated_tolerances(base_run, tmp_path)
     finally:
         os.chdir(with_cwd)
     base = base_run["out"]
-    np.testing.assert_allclose(out["predictions"]["prediction"], base["predictions"]["prediction"],
-                               rtol=CROSS_CPU_RTOL["predictions"], atol=1e-9)
+    np.testing.assert_allclose(
+        out["predictions"]["prediction"],
+        base["predictions"]["prediction"],
+        rtol=CROSS_CPU_RTOL["predictions"],
+        atol=1e-9,
+    )
     cols = [c for c in base["equity"].columns if c != "date"]
     np.testing.assert_allclose(out["equity"][cols], base["equity"][cols], rtol=CROSS_CPU_RTOL["equity"])
     ours, theirs = _numbers(metrics), _numbers(json.loads(base_run["metrics"]))
@@ -241,8 +267,15 @@ def test_evaluate_prints_a_short_table_and_the_verdict(base_run, tmp_path, monke
 # ---------------------------------------------------------------------------- failures as a user sees them
 def _stage(name, cwd, env=None):
     module, argv = stage_commands()[name]
-    return subprocess.run([sys.executable, "-m", module, *argv], check=False, cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", module, *argv],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        timeout=120,
+    )
 
 
 def _setup(workdir, **data):
@@ -292,9 +325,15 @@ def test_nan_in_data_fails_validation_with_report(workdir):
 def test_fmp_missing_key_and_network_error_never_leak_the_key(workdir):
     _setup(workdir, source="fmp", retries=1, backoff_s=0.0, timeout_s=2.0)
     env = {k: v for k, v in os.environ.items() if k != "FMP_API_KEY"}
-    r = subprocess.run([sys.executable, "-m", "stages.download", *stage_commands()["download"][1]], check=False,
-                       cwd=workdir,
-                       capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "stages.download", *stage_commands()["download"][1]],
+        check=False,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert r.returncode == 1 and "needs an API key: set FMP_API_KEY" in r.stderr
     key = "leaky-key-9876"
     r = _stage("download", workdir, {"FMP_API_KEY": key, "FMP_BASE_URL": "http://127.0.0.1:9"})

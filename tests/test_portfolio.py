@@ -1,4 +1,5 @@
-"""Portfolio backtest (lib.portfolio.engine, lib.portfolio.policy): one cash pool, policy, kernel, two engines."""
+"""Portfolio backtest (lib.portfolio: config, targets, kernel, engines, policy): one cash pool, policy, kernel, two engines."""
+
 import logging
 from dataclasses import replace
 
@@ -7,27 +8,33 @@ import pandas as pd
 import pytest
 
 from lib.errors import PipelineError
-from lib.portfolio.calendar import decision_days, order_rows, target_weights
-from lib.portfolio.engine import (
-    PortfolioConfig,
-    _execute_many,
-    execute,
-    execute_one,
-    run_event,
-    run_portfolio,
-    run_vectorized,
-    target_book,
-)
-from lib.portfolio.policy import apply_limits, rank_rule, size_kelly, trend_filter, vol_regime_scale
-from tests.helpers import ROOT, default_params, slice_simulate
+from lib.portfolio.calendar import decision_days
+from lib.portfolio.config import PortfolioConfig
+from lib.portfolio.event import run_event
+from lib.portfolio.kernel import _execute_many, execute, execute_one
+from lib.portfolio.policy import apply_limits, rank_rule, size_kelly, target_weights, trend_filter, vol_regime_scale
+from lib.portfolio.run import run_portfolio
+from lib.portfolio.targets import target_book
+from lib.portfolio.vectorized import run_vectorized
+from tests.helpers import ROOT, default_params, order_rows, slice_simulate
 
 # Equity of the peer bench's numpy reference (copied from tests/test_backtest.py): weekly SMA(50)
 # long/flat on tests/data/sp500.csv, 10 bps, 100,000 cash.
 REFERENCE = {
-    "close": {"1999-12-30": 90065.5169950084, "2002-12-26": 69724.4727460406, "2008-12-10": 73693.5697926294,
-              "2014-11-25": 99376.5338692626, "2018-12-31": 95934.5571861478},
-    "next_open": {"1999-12-30": 90065.5169950084, "2002-12-26": 69722.9144224620, "2008-12-10": 73683.4147075021,
-                  "2014-11-25": 100563.0699427284, "2018-12-31": 99589.2321421250},
+    "close": {
+        "1999-12-30": 90065.5169950084,
+        "2002-12-26": 69724.4727460406,
+        "2008-12-10": 73693.5697926294,
+        "2014-11-25": 99376.5338692626,
+        "2018-12-31": 95934.5571861478,
+    },
+    "next_open": {
+        "1999-12-30": 90065.5169950084,
+        "2002-12-26": 69722.9144224620,
+        "2008-12-10": 73683.4147075021,
+        "2014-11-25": 100563.0699427284,
+        "2018-12-31": 99589.2321421250,
+    },
 }
 SEEDS = list(range(24))
 
@@ -54,10 +61,10 @@ def _market(rng, n_rows, n_cols, gaps=True, delist=True):
             if kind == 1:
                 missing[: rng.integers(20, n_rows // 2), i] = True  # starts later
             elif kind == 2 and delist:
-                missing[rng.integers(n_rows // 2, n_rows - 5):, i] = True  # stops trading
+                missing[rng.integers(n_rows // 2, n_rows - 5) :, i] = True  # stops trading
             elif kind == 3:
                 start = rng.integers(30, n_rows - 30)
-                missing[start:start + rng.integers(1, 6), i] = True  # a hole
+                missing[start : start + rng.integers(1, 6), i] = True  # a hole
     for a in (close, open_, high, low, pred):
         a[missing] = np.nan
     return {"close": close, "open_": open_, "high": high, "low": low}, pred
@@ -67,13 +74,24 @@ def _random_config(rng, n_cols):
     rule = str(rng.choice(["threshold", "rank"]))
     sizing = str(rng.choice(["equal", "volatility", "kelly"]))
     allow_short = bool(rng.integers(0, 2))
-    kw = {"rule": rule, "sizing": sizing, "allow_short": allow_short, "fill": str(rng.choice(["close", "next_open"])),
-          "rebalance": str(rng.choice(["daily", "weekly", "monthly"])), "commission_bps": float(rng.uniform(0, 25)),
-          "slippage_bps": float(rng.uniform(0, 25) * rng.integers(0, 2)), "threshold": float(rng.choice([0.0, 0.002])),
-          "vol_window": int(rng.integers(5, 30)), "vol_scope": str(rng.choice(["position", "book"])),
-          "target_vol": float(rng.uniform(0.05, 0.3)), "kelly_fraction": float(rng.uniform(0.1, 1.0)),
-          "kelly_cap": float(rng.uniform(0.2, 2.0)), "max_gross": float(rng.uniform(0.5, 2.0)),
-          "max_net": float(rng.uniform(0.3, 1.5)), "initial_cash": float(rng.uniform(1e3, 1e6))}
+    kw = {
+        "rule": rule,
+        "sizing": sizing,
+        "allow_short": allow_short,
+        "fill": str(rng.choice(["close", "next_open"])),
+        "rebalance": str(rng.choice(["daily", "weekly", "monthly"])),
+        "commission_bps": float(rng.uniform(0, 25)),
+        "slippage_bps": float(rng.uniform(0, 25) * rng.integers(0, 2)),
+        "threshold": float(rng.choice([0.0, 0.002])),
+        "vol_window": int(rng.integers(5, 30)),
+        "vol_scope": str(rng.choice(["position", "book"])),
+        "target_vol": float(rng.uniform(0.05, 0.3)),
+        "kelly_fraction": float(rng.uniform(0.1, 1.0)),
+        "kelly_cap": float(rng.uniform(0.2, 2.0)),
+        "max_gross": float(rng.uniform(0.5, 2.0)),
+        "max_net": float(rng.uniform(0.3, 1.5)),
+        "initial_cash": float(rng.uniform(1e3, 1e6)),
+    }
     if rng.integers(0, 3) == 0:
         kw["trend_window"] = int(rng.integers(5, 60))
     if rng.integers(0, 3) == 0:
@@ -115,12 +133,18 @@ def _assert_same(a, b, scale):
 def test_one_ticker_matches_simulate_and_the_numpy_reference(fill, engine):
     px, sma_long = _sp500()
     cfg = PortfolioConfig(fill=fill, engine=engine, commission_bps=10.0, slippage_bps=0.0, initial_cash=100_000.0)
-    res = run_portfolio(sma_long - 0.5, close=px["close"], open_=px["open"], high=px["high"], low=px["low"],
-                        cfg=cfg, dates=px.index)
+    res = run_portfolio(
+        sma_long - 0.5, close=px["close"], open_=px["open"], high=px["high"], low=px["low"], cfg=cfg, dates=px.index
+    )
     assert res.engine == engine
     targets = np.where(decision_days(px.index, "weekly"), sma_long, np.nan)[:, None]
-    sim_equity, sim_trades = slice_simulate(px[["close"]].to_numpy(), px[["close" if fill == "close" else "open"]]
-                                            .to_numpy(), order_rows(targets, fill), 0.001, 100_000.0)
+    sim_equity, sim_trades = slice_simulate(
+        px[["close"]].to_numpy(),
+        px[["close" if fill == "close" else "open"]].to_numpy(),
+        order_rows(targets, fill),
+        0.001,
+        100_000.0,
+    )
     np.testing.assert_allclose(res.equity, sim_equity[:, 0], rtol=1e-9, atol=0)
     equity = pd.Series(res.equity, index=px.index)
     for day, ref in REFERENCE[fill].items():
@@ -137,12 +161,20 @@ def test_one_ticker_matches_simulate_with_shorts_costs_and_holes(seed):
     fill = ("close", "next_open")[seed % 2]
     cost_bps = float(rng.uniform(0, 50))
     dates = pd.bdate_range("2021-01-04", periods=300)
-    cfg = PortfolioConfig(fill=fill, allow_short=bool(seed % 3), threshold=0.002, commission_bps=cost_bps,
-                          slippage_bps=0.0, initial_cash=1e4, rebalance="weekly")
+    cfg = PortfolioConfig(
+        fill=fill,
+        allow_short=bool(seed % 3),
+        threshold=0.002,
+        commission_bps=cost_bps,
+        slippage_bps=0.0,
+        initial_cash=1e4,
+        rebalance="weekly",
+    )
     decide = decision_days(dates, "weekly")[:, None]
     orders = order_rows(np.where(decide, target_weights(pred, 0.002, cfg.allow_short), np.nan), fill)
-    sim_equity, sim_trades = slice_simulate(bars["close"], bars["close"] if fill == "close" else bars["open_"],
-                                            orders, cost_bps / 1e4, 1e4)
+    sim_equity, sim_trades = slice_simulate(
+        bars["close"], bars["close"] if fill == "close" else bars["open_"], orders, cost_bps / 1e4, 1e4
+    )
     for engine in ("vectorized", "event"):
         res = run_portfolio(pred, **bars, cfg=replace(cfg, engine=engine), dates=dates)
         np.testing.assert_allclose(res.equity, sim_equity[:, 0], rtol=1e-9, atol=0)
@@ -156,10 +188,15 @@ def test_kernel_one_ticker_path_equals_the_array_path():
     rng = np.random.default_rng(7)
     for _ in range(300):
         cash, held = rng.uniform(-10, 1000), rng.choice([0.0, rng.uniform(-20, 20)])
-        target, price, cost = rng.choice([np.nan, 0.0, rng.uniform(-1.5, 1.5)]), rng.uniform(1, 100), rng.uniform(0, 0.01)
+        target, price, cost = (
+            rng.choice([np.nan, 0.0, rng.uniform(-1.5, 1.5)]),
+            rng.uniform(1, 100),
+            rng.uniform(0, 0.01),
+        )
         c1, h1, d1 = execute_one(cash, held, target, price, cost)
-        cn, hn, dn = _execute_many(cash, np.array([held]), np.array([target]), np.array([price]), np.array([price]),
-                                   cost)
+        cn, hn, dn = _execute_many(
+            cash, np.array([held]), np.array([target]), np.array([price]), np.array([price]), cost
+        )
         assert c1 == pytest.approx(cn, rel=1e-12, abs=1e-9) and h1 == pytest.approx(hn[0], rel=1e-12, abs=1e-12)
         assert d1 == pytest.approx(dn[0], rel=1e-12, abs=1e-12)
         assert execute(cash, np.array([held]), np.array([target]), np.array([price]), np.array([price]), cost)[0] == c1
@@ -168,19 +205,22 @@ def test_kernel_one_ticker_path_equals_the_array_path():
 def test_kernel_sells_first_then_scales_buys_pro_rata():
     c = 0.01
     # all in A (worth 100 at the fill), cash 0; move everything to B: A's proceeds net of costs fund B
-    cash, held, delta = execute(0.0, np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.array([100.0, 50.0]),
-                                np.array([100.0, 50.0]), c)
+    cash, held, delta = execute(
+        0.0, np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.array([100.0, 50.0]), np.array([100.0, 50.0]), c
+    )
     assert delta[0] == -1.0
     assert held[1] == pytest.approx(100 * (1 - c) / (50 * (1 + c)), rel=1e-12)
     assert cash == pytest.approx(0.0, abs=1e-9)
     # two buys asking for 120 % of the cash: both scaled by the same factor, costs paid
-    cash, held, delta = execute(100.0, np.zeros(3), np.array([0.6, 0.6, np.nan]), np.array([10.0, 20.0, np.nan]),
-                                np.array([10.0, 20.0, 5.0]), c)
+    cash, held, delta = execute(
+        100.0, np.zeros(3), np.array([0.6, 0.6, np.nan]), np.array([10.0, 20.0, np.nan]), np.array([10.0, 20.0, 5.0]), c
+    )
     np.testing.assert_allclose(held * [10.0, 20.0, 1.0], [50 / (1 + c), 50 / (1 + c), 0.0], rtol=1e-12)
     assert cash == pytest.approx(0.0, abs=1e-9)
     # a ticker without a price keeps its shares and is valued at its mark
-    cash, held, delta = execute(50.0, np.array([0.0, 10.0]), np.array([0.5, 0.5]), np.array([10.0, np.nan]),
-                                np.array([10.0, 5.0]), 0.0)
+    cash, held, delta = execute(
+        50.0, np.array([0.0, 10.0]), np.array([0.5, 0.5]), np.array([10.0, np.nan]), np.array([10.0, 5.0]), 0.0
+    )
     assert held[1] == 10.0 and delta[1] == 0.0 and held[0] == pytest.approx(0.5 * 100 / 10)
 
 
@@ -213,8 +253,16 @@ def test_vectorized_and_event_engines_agree(seed):
 def test_engines_agree_on_a_wide_book():
     rng = np.random.default_rng(99)
     bars, pred = _market(rng, 120, 80, gaps=True)
-    cfg = PortfolioConfig(rule="rank", top_fraction=0.25, allow_short=True, sizing="volatility", vol_window=10,
-                          max_gross=1.5, rebalance="daily", commission_bps=10.0)
+    cfg = PortfolioConfig(
+        rule="rank",
+        top_fraction=0.25,
+        allow_short=True,
+        sizing="volatility",
+        vol_window=10,
+        max_gross=1.5,
+        rebalance="daily",
+        commission_bps=10.0,
+    )
     vec = run_portfolio(pred, **bars, cfg=replace(cfg, engine="vectorized"))
     _assert_same(vec, run_portfolio(pred, **bars, cfg=replace(cfg, engine="event")), cfg.initial_cash)
     assert len(vec.trades) > 1000
@@ -233,8 +281,12 @@ def _one(close, open_=None, high=None, low=None):
     def col(x):
         return None if x is None else np.asarray(x, float)[:, None]
 
-    return {"close": col(close), "open_": col(open_ if open_ is not None else close), "high": col(high),
-            "low": col(low)}
+    return {
+        "close": col(close),
+        "open_": col(open_ if open_ is not None else close),
+        "high": col(high),
+        "low": col(low),
+    }
 
 
 def test_stop_loss_hit_intraday_fills_at_the_stop():
@@ -263,8 +315,9 @@ def test_gap_through_the_stop_fills_at_the_open():
 
 def test_trailing_stop_follows_the_highest_high():
     bars = _one([100, 108, 100, 101], open_=[100, 106, 107, 100], high=[100, 110, 107, 102], low=[100, 105, 98, 99])
-    cfg = PortfolioConfig(fill="close", commission_bps=0.0, slippage_bps=0.0, initial_cash=1000.0, stop_loss=0.05,
-                          trailing_stop=0.10)
+    cfg = PortfolioConfig(
+        fill="close", commission_bps=0.0, slippage_bps=0.0, initial_cash=1000.0, stop_loss=0.05, trailing_stop=0.10
+    )
     res = run_event(np.array([[1.0], [np.nan], [np.nan], [np.nan]]), **bars, cfg=cfg)
     stop = res.trades.iloc[1]
     assert (stop["reason"], stop["row"]) == ("trailing_stop", 2)
@@ -274,8 +327,9 @@ def test_trailing_stop_follows_the_highest_high():
 
 def test_short_stop_triggers_on_the_high():
     bars = _one([100, 103, 100], open_=[100, 101, 100], high=[100, 106, 101], low=[100, 100, 99])
-    cfg = PortfolioConfig(fill="close", allow_short=True, commission_bps=0.0, slippage_bps=0.0, initial_cash=1000.0,
-                          stop_loss=0.05)
+    cfg = PortfolioConfig(
+        fill="close", allow_short=True, commission_bps=0.0, slippage_bps=0.0, initial_cash=1000.0, stop_loss=0.05
+    )
     res = run_event(np.array([[-1.0], [np.nan], [np.nan]]), **bars, cfg=cfg)
     stop = res.trades.iloc[1]
     assert (stop["reason"], stop["price"], stop["shares"]) == ("stop_loss", 105.0, 10.0)
@@ -284,8 +338,15 @@ def test_short_stop_triggers_on_the_high():
 
 def test_drawdown_control_cuts_then_restores_exposure():
     close = [100, 95, 85, 95, 115, 120]
-    cfg = PortfolioConfig(fill="close", commission_bps=0.0, slippage_bps=0.0, initial_cash=1000.0, drawdown_cut=0.10,
-                          drawdown_restore=0.05, drawdown_factor=0.5)
+    cfg = PortfolioConfig(
+        fill="close",
+        commission_bps=0.0,
+        slippage_bps=0.0,
+        initial_cash=1000.0,
+        drawdown_cut=0.10,
+        drawdown_restore=0.05,
+        drawdown_factor=0.5,
+    )
     targets = np.full((6, 1), np.nan)
     targets[0] = 1.0
     res = run_event(targets, **_one(close), cfg=cfg)
@@ -304,8 +365,15 @@ def test_drawdown_control_cuts_then_restores_exposure():
 def test_daily_limits_trim_a_position_that_drifted_above_the_cap():
     close = np.array([[100.0, 100.0], [150.0, 100.0], [150.0, 100.0]])
     targets = np.array([[0.5, 0.5], [np.nan, np.nan], [np.nan, np.nan]])
-    cfg = PortfolioConfig(fill="close", commission_bps=0.0, slippage_bps=0.0, initial_cash=1000.0, max_position=0.5,
-                          daily_limits=True, limit_tolerance=0.01)
+    cfg = PortfolioConfig(
+        fill="close",
+        commission_bps=0.0,
+        slippage_bps=0.0,
+        initial_cash=1000.0,
+        max_position=0.5,
+        daily_limits=True,
+        limit_tolerance=0.01,
+    )
     res = run_event(targets, close=close, open_=close, cfg=cfg)
     cap = res.trades[res.trades["reason"] == "cap"]
     assert cap["row"].tolist() == [1] and cap["asset"].tolist() == [0]
@@ -364,21 +432,37 @@ def test_nothing_dated_before_a_change_moves_when_later_data_change(rule):
     cut = 180
     later = {k: v.copy() for k, v in bars.items()}
     for v in later.values():
-        v[cut + 1:] *= np.exp(rng.normal(0, 0.05, v[cut + 1:].shape))
+        v[cut + 1 :] *= np.exp(rng.normal(0, 0.05, v[cut + 1 :].shape))
     later["high"] = np.fmax(later["high"], np.fmax(later["open_"], later["close"]))
     later["low"] = np.fmin(later["low"], np.fmin(later["open_"], later["close"]))
     pred_later = pred.copy()
-    pred_later[cut + 1:] = -pred_later[cut + 1:]
-    cfg = PortfolioConfig(rule=rule, top_k=2 if rule == "rank" else None, allow_short=True, sizing="kelly",
-                          trend_window=20, vol_regime_window=40, rebalance="daily", stop_loss=0.03, trailing_stop=0.06,
-                          drawdown_cut=0.08, drawdown_restore=0.03, daily_limits=True, max_position=0.6)
-    np.testing.assert_array_equal(target_book(pred, bars["close"], cfg)[:cut + 1],
-                                  target_book(pred_later, later["close"], cfg)[:cut + 1])
+    pred_later[cut + 1 :] = -pred_later[cut + 1 :]
+    cfg = PortfolioConfig(
+        rule=rule,
+        top_k=2 if rule == "rank" else None,
+        allow_short=True,
+        sizing="kelly",
+        trend_window=20,
+        vol_regime_window=40,
+        rebalance="daily",
+        stop_loss=0.03,
+        trailing_stop=0.06,
+        drawdown_cut=0.08,
+        drawdown_restore=0.03,
+        daily_limits=True,
+        max_position=0.6,
+    )
+    np.testing.assert_array_equal(
+        target_book(pred, bars["close"], cfg)[: cut + 1], target_book(pred_later, later["close"], cfg)[: cut + 1]
+    )
     for engine in ("event", "vectorized"):
-        c = cfg if engine == "event" else replace(cfg, stop_loss=None, trailing_stop=None, drawdown_cut=None,
-                                                  daily_limits=False)
+        c = (
+            cfg
+            if engine == "event"
+            else replace(cfg, stop_loss=None, trailing_stop=None, drawdown_cut=None, daily_limits=False)
+        )
         a, b = run_portfolio(pred, **bars, cfg=c), run_portfolio(pred_later, **later, cfg=c)
-        np.testing.assert_array_equal(a.equity[:cut + 1], b.equity[:cut + 1])
+        np.testing.assert_array_equal(a.equity[: cut + 1], b.equity[: cut + 1])
         assert not np.array_equal(a.equity, b.equity)
 
 
@@ -395,7 +479,7 @@ def test_a_delisted_ticker_is_closed_at_its_last_price_and_a_late_one_enters(cap
     pred[:100, 2] = np.nan
     dates = pd.bdate_range("2022-01-03", periods=200)
     cfg = PortfolioConfig(fill="next_open", commission_bps=10.0, slippage_bps=0.0)
-    with caplog.at_level(logging.WARNING, logger="lib.portfolio.engine"):
+    with caplog.at_level(logging.WARNING, logger="lib.portfolio.delisting"):
         res = run_portfolio(pred, **bars, cfg=cfg, dates=dates, tickers=["A", "B", "C"])
     gone = res.trades[res.trades["reason"] == "delisted"]
     assert gone["ticker"].astype(str).tolist() == ["B"] and gone["row"].tolist() == [150]
@@ -404,8 +488,11 @@ def test_a_delisted_ticker_is_closed_at_its_last_price_and_a_late_one_enters(cap
     assert gone["cost"].iloc[0] == pytest.approx(gone["notional"].iloc[0] * 1e-3)
     assert (res.shares[150:, 1] == 0).all() and "B has no price from" in caplog.text
     assert (res.shares[:100, 2] == 0).all() and res.trades.loc[res.trades["ticker"] == "C", "row"].min() > 100
-    _assert_same(res, run_portfolio(pred, **bars, cfg=replace(cfg, engine="event"), dates=dates,
-                                    tickers=["A", "B", "C"]), cfg.initial_cash)
+    _assert_same(
+        res,
+        run_portfolio(pred, **bars, cfg=replace(cfg, engine="event"), dates=dates, tickers=["A", "B", "C"]),
+        cfg.initial_cash,
+    )
 
 
 # ----------------------------------------------------------------------------- policy pieces
@@ -420,9 +507,16 @@ def test_rank_rule_long_short_signal_weights_and_minimum_names():
 
 
 def test_kelly_is_fraction_times_mu_over_sigma_squared_capped():
-    w = size_kelly(np.array([[1.0, 1.0, -1.0, 1.0]]), np.array([[0.01, 0.10, -0.01, -0.01]]),
-                   np.full((1, 4), 0.20), fraction=0.5, cap=8.0, horizon=5, periods_per_year=252)
-    kelly = 0.5 * 0.01 / (5 * 0.2 ** 2 / 252)
+    w = size_kelly(
+        np.array([[1.0, 1.0, -1.0, 1.0]]),
+        np.array([[0.01, 0.10, -0.01, -0.01]]),
+        np.full((1, 4), 0.20),
+        fraction=0.5,
+        cap=8.0,
+        horizon=5,
+        periods_per_year=252,
+    )
+    kelly = 0.5 * 0.01 / (5 * 0.2**2 / 252)
     np.testing.assert_allclose(w, [[kelly, 8.0, -kelly, 0.0]])
 
 
@@ -433,8 +527,9 @@ def test_limits_filters():
     assert np.isnan(w[3])
     close = np.array([[10.0, 10.0], [12.0, 8.0]])
     sma = np.array([[np.nan, np.nan], [11.0, 9.0]])
-    np.testing.assert_array_equal(trend_filter(np.array([[1.0, -1.0], [1.0, 1.0]]), close, sma),
-                                  [[0.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_array_equal(
+        trend_filter(np.array([[1.0, -1.0], [1.0, 1.0]]), close, sma), [[0.0, 0.0], [1.0, 0.0]]
+    )
     vol = np.r_[np.full(10, 0.1), 0.5][:, None]
     np.testing.assert_array_equal(vol_regime_scale(vol, 10, 0.8, 0.25)[:, 0], np.r_[np.ones(10), 0.25])
 
@@ -457,16 +552,19 @@ def test_config_from_params_and_cost_rate():
 # ----------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize(("kw", "key"), [
-    ({"rule": "rank", "top_k": 4, "max_position": 0.2}, "backtest.max_position"),
-    ({"stop_loss": 0.0}, "backtest.stop_loss"),
-    ({"trailing_stop": -0.1}, "backtest.trailing_stop"),
-    ({"rule": "rank"}, "backtest.top_k"),
-    ({"engine": "vectorized", "stop_loss": 0.1}, "backtest.engine"),
-    ({"drawdown_cut": 0.1, "drawdown_restore": 0.2}, "backtest.drawdown_restore"),
-    ({"sizing": "optimal"}, "backtest.sizing"),
-    ({"max_gross": 0}, "backtest.max_gross"),
-])
+@pytest.mark.parametrize(
+    ("kw", "key"),
+    [
+        ({"rule": "rank", "top_k": 4, "max_position": 0.2}, "backtest.max_position"),
+        ({"stop_loss": 0.0}, "backtest.stop_loss"),
+        ({"trailing_stop": -0.1}, "backtest.trailing_stop"),
+        ({"rule": "rank"}, "backtest.top_k"),
+        ({"engine": "vectorized", "stop_loss": 0.1}, "backtest.engine"),
+        ({"drawdown_cut": 0.1, "drawdown_restore": 0.2}, "backtest.drawdown_restore"),
+        ({"sizing": "optimal"}, "backtest.sizing"),
+        ({"max_gross": 0}, "backtest.max_gross"),
+    ],
+)
 def test_bad_config_names_its_params_key(kw, key):
     with pytest.raises(PipelineError, match=key.replace(".", r"\.")):
         PortfolioConfig(**kw)
@@ -484,5 +582,6 @@ def test_bad_data_dependent_input_names_its_params_key():
     with pytest.raises(PipelineError, match=r"backtest\.top_k"):
         run_portfolio(pred, **bars, cfg=PortfolioConfig(rule="rank", top_k=5))
     with pytest.raises(PipelineError, match=r"backtest\.engine"):
-        run_vectorized(np.zeros((100, 3)), close=bars["close"], open_=bars["open_"],
-                       cfg=PortfolioConfig(daily_limits=True))
+        run_vectorized(
+            np.zeros((100, 3)), close=bars["close"], open_=bars["open_"], cfg=PortfolioConfig(daily_limits=True)
+        )

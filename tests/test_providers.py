@@ -1,4 +1,5 @@
 """Providers against hand-built files and responses (shapes from yfinance 1.7 and FMP docs); no network."""
+
 import logging
 
 import pandas as pd
@@ -30,11 +31,14 @@ def no_sleep(monkeypatch):
     return waits
 
 
-@pytest.mark.parametrize("header", [
-    "date,open,high,low,close,adj_close,volume\n",
-    "Date,Open,High,Low,Close,Adj Close,Volume\n",
-    "Price,Open,High,Low,Close,Adj Close,Volume\nTicker,SPY,SPY,SPY,SPY,SPY,SPY\nDate,,,,,,\n",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "date,open,high,low,close,adj_close,volume\n",
+        "Date,Open,High,Low,Close,Adj Close,Volume\n",
+        "Price,Open,High,Low,Close,Adj Close,Volume\nTicker,SPY,SPY,SPY,SPY,SPY,SPY\nDate,,,,,,\n",
+    ],
+)
 def test_csv_headers_ours_yahoo_and_yfinance(tmp_path, header):
     (tmp_path / "SPY.csv").write_text(header + ROWS)
     df = parse_price_csv(tmp_path / "SPY.csv", "SPY")
@@ -84,8 +88,14 @@ def _yf_frame(multi: bool, tz: bool = False) -> pd.DataFrame:
     idx = pd.DatetimeIndex(["2024-03-13", "2024-03-14"], name="Date")
     if tz:
         idx = idx.tz_localize("America/New_York")
-    data = {"Adj Close": [512.72, 511.7], "Close": [515.97, 514.95], "High": [517.3, 516.5], "Low": [514.5, 511.0],
-            "Open": [517.1, 516.0], "Volume": [55104100, 60000000]}
+    data = {
+        "Adj Close": [512.72, 511.7],
+        "Close": [515.97, 514.95],
+        "High": [517.3, 516.5],
+        "Low": [514.5, 511.0],
+        "Open": [517.1, 516.0],
+        "Volume": [55104100, 60000000],
+    }
     df = pd.DataFrame(data, index=idx)
     if multi:
         df.columns = pd.MultiIndex.from_product([list(data), ["SPY"]], names=["Price", "Ticker"])
@@ -141,20 +151,44 @@ def test_yfinance_empty_frame_retries_then_says_offline(monkeypatch, cfg, no_sle
 
     monkeypatch.setattr(yfinance, "download", lambda t, **kw: pd.DataFrame())
     cfg.update(source="yfinance", retries=2, backoff_s=0.5)
-    with pytest.raises(PipelineError, match=r"yfinance returned no data for ticker SPY after 3 tries.*data.source=sample"):
+    with pytest.raises(
+        PipelineError, match=r"yfinance returned no data for ticker SPY after 3 tries.*data.source=sample"
+    ):
         download(cfg, ROOT / "data" / "sample")
     assert no_sleep == [0.5, 1.0]
 
 
 # ---------------------------------------------------------------------------- FMP
 STABLE_FULL = [
-    {"symbol": "SPY", "date": "2024-03-14", "open": 516.0, "high": 516.5, "low": 511.0, "close": 514.95,
-     "volume": 60000000, "change": -1.0, "changePercent": -0.2, "vwap": 514.0},
-    {"symbol": "SPY", "date": "2024-03-13", "open": 517.1, "high": 517.3, "low": 514.5, "close": 515.97,
-     "volume": 55104100, "change": 1.0, "changePercent": 0.2, "vwap": 516.0},
+    {
+        "symbol": "SPY",
+        "date": "2024-03-14",
+        "open": 516.0,
+        "high": 516.5,
+        "low": 511.0,
+        "close": 514.95,
+        "volume": 60000000,
+        "change": -1.0,
+        "changePercent": -0.2,
+        "vwap": 514.0,
+    },
+    {
+        "symbol": "SPY",
+        "date": "2024-03-13",
+        "open": 517.1,
+        "high": 517.3,
+        "low": 514.5,
+        "close": 515.97,
+        "volume": 55104100,
+        "change": 1.0,
+        "changePercent": 0.2,
+        "vwap": 516.0,
+    },
 ]
-STABLE_ADJ = [{"symbol": "SPY", "date": d, "adjOpen": 1.0, "adjHigh": 1.0, "adjLow": 1.0, "adjClose": c, "volume": 1}
-              for d, c in (("2024-03-14", 511.7), ("2024-03-13", 512.72))]
+STABLE_ADJ = [
+    {"symbol": "SPY", "date": d, "adjOpen": 1.0, "adjHigh": 1.0, "adjLow": 1.0, "adjClose": c, "volume": 1}
+    for d, c in (("2024-03-14", 511.7), ("2024-03-13", 512.72))
+]
 FULL_URL = "https://financialmodelingprep.com/stable/historical-price-eod/full"
 ADJ_URL = "https://financialmodelingprep.com/stable/historical-price-eod/dividend-adjusted"
 
@@ -179,10 +213,21 @@ def test_fmp_stable_joins_dividend_adjusted_and_sorts(fmp):
 
 @responses.activate
 def test_fmp_legacy_v3(fmp):
-    recs = [{"date": r["date"], "open": r["open"], "high": r["high"], "low": r["low"], "close": r["close"],
-             "adjClose": r["close"] - 3, "volume": r["volume"]} for r in STABLE_FULL]
-    responses.get("https://financialmodelingprep.com/api/v3/historical-price-full/SPY",
-                  json={"symbol": "SPY", "historical": recs})
+    recs = [
+        {
+            "date": r["date"],
+            "open": r["open"],
+            "high": r["high"],
+            "low": r["low"],
+            "close": r["close"],
+            "adjClose": r["close"] - 3,
+            "volume": r["volume"],
+        }
+        for r in STABLE_FULL
+    ]
+    responses.get(
+        "https://financialmodelingprep.com/api/v3/historical-price-full/SPY", json={"symbol": "SPY", "historical": recs}
+    )
     fmp["fmp_endpoint"] = "v3"
     df = download(fmp, ROOT)
     assert df["adj_close"].tolist() == pytest.approx([512.97, 511.95], abs=1e-9)
@@ -250,7 +295,12 @@ def test_fmp_key_is_redacted_in_every_encoding(monkeypatch, fmp):
 
     key = "Ab+c/D=e"
     monkeypatch.setenv("FMP_API_KEY", key)
-    echoes = [quote(key, safe=""), re.sub("%..", lambda m: m.group().lower(), quote(key, safe="")), quote_plus(key), base64.b64encode(key.encode()).decode()]
+    echoes = [
+        quote(key, safe=""),
+        re.sub("%..", lambda m: m.group().lower(), quote(key, safe="")),
+        quote_plus(key),
+        base64.b64encode(key.encode()).decode(),
+    ]
     responses.get(FULL_URL, status=401, json={"Error Message": "bad key: " + " ".join(echoes)})
     with pytest.raises(PipelineError) as err:
         download(fmp, ROOT)
@@ -261,8 +311,11 @@ def test_fmp_key_is_redacted_in_every_encoding(monkeypatch, fmp):
 
 def test_missing_adj_close_says_what_is_known(tmp_path, caplog):
     """No adjusted column: the close is used as given; whether it excludes dividends is not known."""
-    (tmp_path / "SPY.csv").write_text("Date,Open,High,Low,Close,Volume\n" + "\n".join(
-        ",".join(r.split(",")[:5] + r.split(",")[6:]) for r in ROWS.splitlines()) + "\n")
+    (tmp_path / "SPY.csv").write_text(
+        "Date,Open,High,Low,Close,Volume\n"
+        + "\n".join(",".join(r.split(",")[:5] + r.split(",")[6:]) for r in ROWS.splitlines())
+        + "\n"
+    )
     with caplog.at_level(logging.WARNING):
         df = parse_price_csv(tmp_path / "SPY.csv", "SPY")
     assert df["adj_close"].tolist() == df["close"].tolist()

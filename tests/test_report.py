@@ -1,5 +1,6 @@
 """evaluate's significance machinery and tear sheet on synthetic studies (no training): it can
 fail (pure noise) and it can pass (an injected signal); the HTML is self-contained and deterministic."""
+
 import json
 import re
 import shutil
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.evaluation.stats import deflated_sharpe_ratio
+from lib.evaluation.sharpe import deflated_sharpe_ratio
 from lib.io import read_table
 from lib.tables import COLUMNS, PREDICTIONS, STRATEGY
 from stages import evaluate
@@ -19,9 +20,11 @@ BOOK_COLUMNS = ["date", "strategy", "benchmark", "momentum", "strategy_weight", 
 
 
 def _inputs(folder: Path):
-    return (read_table(folder / "reports/backtest/equity.csv", BOOK_COLUMNS),
-            read_table(folder / "data/predictions.parquet", PREDICTIONS),
-            read_table(folder / "data/clean/prices.parquet", COLUMNS))
+    return (
+        read_table(folder / "reports/backtest/equity.csv", BOOK_COLUMNS),
+        read_table(folder / "data/predictions.parquet", PREDICTIONS),
+        read_table(folder / "data/clean/prices.parquet", COLUMNS),
+    )
 
 
 def _sections(folder: Path, signal: float, seed: int, **evaluate_params):
@@ -33,7 +36,9 @@ def _sections(folder: Path, signal: float, seed: int, **evaluate_params):
 
 def _significance(folder: Path, signal: float, seed: int, permutations: int = 30, **evaluate_params):
     sections, series = _sections(folder, signal, seed, permutations=permutations, **evaluate_params)
-    return {k: (v.values if hasattr(v, "values") and not isinstance(v, dict) else v) for k, v in sections.items()}, series
+    return {
+        k: (v.values if hasattr(v, "values") and not isinstance(v, dict) else v) for k, v in sections.items()
+    }, series
 
 
 @pytest.mark.parametrize("seed", [3, 4])
@@ -93,7 +98,20 @@ class _Refs(HTMLParser):
                 self.refs.append(v)
 
 
-ARGS = ["--backtest", "reports/backtest", "--predictions", "data/predictions.parquet", "--prices", "data/clean/prices.parquet", "--metrics", "reports/metrics.json", "--plots", "reports/plots", "--report", "reports/report.html"]
+ARGS = [
+    "--backtest",
+    "reports/backtest",
+    "--predictions",
+    "data/predictions.parquet",
+    "--prices",
+    "data/clean/prices.parquet",
+    "--metrics",
+    "reports/metrics.json",
+    "--plots",
+    "reports/plots",
+    "--report",
+    "reports/report.html",
+]
 
 
 @pytest.mark.slow
@@ -108,8 +126,20 @@ def test_report_is_self_contained_complete_and_deterministic(tmp_path, monkeypat
     assert not {"script", "link", "iframe", "object", "embed"} & set(parser.tags)
     assert parser.refs and all(r.startswith("data:image/png;base64,") for r in parser.refs)
     assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/|@import|url\(", html, re.IGNORECASE)
-    for text in ("Verdict:", "Equity and drawdown", "Rolling Sharpe", "monthly returns", "Per walk-forward fold",
-                 "Rank IC", "Cost sensitivity", "permutation null", "PSR", "DSR", "minimum track record", "SPA p"):
+    for text in (
+        "Verdict:",
+        "Equity and drawdown",
+        "Rolling Sharpe",
+        "monthly returns",
+        "Per walk-forward fold",
+        "Rank IC",
+        "Cost sensitivity",
+        "permutation null",
+        "PSR",
+        "DSR",
+        "minimum track record",
+        "SPA p",
+    ):
         assert text in html, text
     assert html.index("Verdict:") < html.index("<h2>")  # the verdict comes first
     m = json.loads(Path("reports/metrics.json").read_text())
@@ -130,15 +160,17 @@ def test_report_is_self_contained_complete_and_deterministic(tmp_path, monkeypat
     ledger = (tmp_path / "ledger.jsonl").read_text().splitlines()
     assert len(ledger) == 1 and json.loads(ledger[0])["n"] == m["significance"]["n"]
     # same params, same bytes: bootstrap, permutation and SPA draw from evaluate.seed
-    before = {p: p.read_bytes() for p in [*Path("reports/plots").iterdir(), Path("reports/metrics.json"),
-                                          Path("reports/report.html")]}
+    before = {
+        p: p.read_bytes()
+        for p in [*Path("reports/plots").iterdir(), Path("reports/metrics.json"), Path("reports/report.html")]
+    }
     evaluate.main(ARGS)
     assert all(p.read_bytes() == b for p, b in before.items())
     assert len((tmp_path / "ledger.jsonl").read_text().splitlines()) == 2  # every finished run is appended
 
 
 def test_cross_sectional_ic_with_enough_tickers(tmp_path):
-    from lib.evaluation.metrics import cross_sectional_ic
+    from lib.evaluation.forecast import cross_sectional_ic
 
     synthetic_study(tmp_path, 1.0, 2, tickers=("A", "B", "C", "D", "E", "F"), n=300, test=150)
     _, preds, _ = _inputs(tmp_path)
@@ -159,7 +191,15 @@ def test_evaluate_stage_in_a_pipeline_copy(tmp_path, monkeypatch):
     synthetic_study(tmp_path, 0.0, 1)
     run_stages("evaluate")
     assert Path("reports/report.html").exists() and Path("reports/metrics.json").exists()
-    for name in ("rolling_sharpe.csv", "cost_sensitivity.csv", "rolling_ic.csv", "permutation.csv",
-                 "permutation.png", "ic.png", "monthly_returns.png", "equity_drawdown.png"):
+    for name in (
+        "rolling_sharpe.csv",
+        "cost_sensitivity.csv",
+        "rolling_ic.csv",
+        "permutation.csv",
+        "permutation.png",
+        "ic.png",
+        "monthly_returns.png",
+        "equity_drawdown.png",
+    ):
         assert (Path("reports/plots") / name).exists(), name
     assert Path(".trials/ledger.jsonl").exists()  # not in a DVC temp copy: the ledger is the run folder's

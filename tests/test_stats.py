@@ -1,5 +1,6 @@
-"""lib.evaluation.stats: published worked examples, hand computations, limiting properties, undefined cases
-and the bootstrap/SPA behaviour that the verdict relies on."""
+"""lib.evaluation.sharpe and lib.evaluation.resampling: published worked examples, hand computations,
+limiting properties, undefined cases and the bootstrap/SPA behaviour that the verdict relies on."""
+
 import itertools
 import json
 import math
@@ -9,21 +10,17 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from lib.evaluation.stats import (
+from lib.evaluation.resampling import block_length, bootstrap_ci, monte_carlo, spa_test, spa_vs_baselines
+from lib.evaluation.sharpe import (
     Estimate,
-    block_length,
-    bootstrap_ci,
     deflated_sharpe_ratio,
     expected_max_sharpe,
     min_track_record_length,
-    monte_carlo,
     probabilistic_sharpe_ratio,
     sharpe_moments,
-    spa_test,
-    spa_vs_baselines,
 )
 
-PHI = NormalDist()  # the hand computations use the standard library, not scipy as lib.evaluation.stats does
+PHI = NormalDist()  # the hand computations use the standard library, not scipy as lib.evaluation.sharpe and lib.evaluation.resampling does
 GAMMA = 0.5772156649015329
 
 
@@ -283,10 +280,16 @@ def test_spa_is_studentised():
 def test_shuffle_in_time_keeps_each_tickers_values_and_dates():
     import pandas as pd
 
-    from lib.evaluation.stats import shuffle_in_time
+    from lib.evaluation.resampling import shuffle_in_time
 
-    df = pd.DataFrame({"date": list(range(50)) * 2, "ticker": ["A"] * 50 + ["B"] * 50,
-                       "prediction": np.arange(100.0), "label": np.arange(100.0)})
+    df = pd.DataFrame(
+        {
+            "date": list(range(50)) * 2,
+            "ticker": ["A"] * 50 + ["B"] * 50,
+            "prediction": np.arange(100.0),
+            "label": np.arange(100.0),
+        }
+    )
     out = shuffle_in_time(df, np.random.default_rng(0))
     for t, g in out.groupby("ticker"):
         assert sorted(g["prediction"]) == sorted(df.loc[df["ticker"] == t, "prediction"])
@@ -297,7 +300,7 @@ def test_shuffle_in_time_keeps_each_tickers_values_and_dates():
 def test_permutation_test_add_one_pvalue_and_determinism():
     import pandas as pd
 
-    from lib.evaluation.stats import permutation_test
+    from lib.evaluation.resampling import permutation_test
 
     rng = np.random.default_rng(1)
     y = rng.normal(size=200)
@@ -313,7 +316,7 @@ def test_permutation_test_add_one_pvalue_and_determinism():
 
 
 def test_break_even_cost_bisects_the_zero_crossing():
-    from lib.evaluation.stats import break_even_cost
+    from lib.evaluation.resampling import break_even_cost
 
     res = break_even_cost(lambda c: 0.02 - 0.001 * c, [0, 5, 10, 20, 50])  # zero at 20 bps
     assert res["break_even_bps"] == pytest.approx(20.0, abs=10 / 2**8)

@@ -1,12 +1,23 @@
 import numpy as np
 import pandas as pd
 
-from lib.portfolio.calendar import decision_days, target_weights
+from lib.portfolio.calendar import decision_days
+from lib.portfolio.policy import target_weights
 
 
 def test_weekly_decisions_are_last_session_of_each_week():
-    dates = pd.DatetimeIndex(["2024-03-25", "2024-03-26", "2024-03-27", "2024-03-28",  # Good Friday closed
-                              "2024-04-01", "2024-04-05", "2024-04-08", "2024-04-09"])
+    dates = pd.DatetimeIndex(
+        [
+            "2024-03-25",
+            "2024-03-26",
+            "2024-03-27",
+            "2024-03-28",  # Good Friday closed
+            "2024-04-01",
+            "2024-04-05",
+            "2024-04-08",
+            "2024-04-09",
+        ]
+    )
     assert decision_days(dates, "weekly").tolist() == [False, False, False, True, False, True, False, False]
 
 

@@ -1,4 +1,5 @@
 """train.workers: the folds and the final model in spawned processes give one process's outputs, byte for byte."""
+
 import os
 from pathlib import Path
 
@@ -11,8 +12,13 @@ from lib.ml.trainer import check_checkpoint, train_jobs
 from lib.params import validate_params
 from tests.helpers import run_stages, small_params, stage_commands, write_params
 
-OUTPUTS = ("models/fold_00.pt", "models/fold_01.pt", "models/final.pt", "reports/train/metrics.json",
-           "reports/train/curves.csv")
+OUTPUTS = (
+    "models/fold_00.pt",
+    "models/fold_01.pt",
+    "models/final.pt",
+    "reports/train/metrics.json",
+    "reports/train/curves.csv",
+)
 
 
 def _params(**train):
@@ -40,8 +46,12 @@ def test_two_workers_write_the_bytes_of_one_process(workdir, monkeypatch, capfd)
     assert "workers" not in ckpt["params"]["train"]  # how it ran is not part of the model
     features = stage_commands()["predict"][1]
     for workers in (1, 3):  # predict accepts the model whatever train.workers says now
-        check_checkpoint(ckpt, Path("models/final.pt"), validate_params(_params(workers=workers)),
-                         file_sha256(features[features.index("--features") + 1]))
+        check_checkpoint(
+            ckpt,
+            Path("models/final.pt"),
+            validate_params(_params(workers=workers)),
+            file_sha256(features[features.index("--features") + 1]),
+        )
     assert not any(Path(".cache/train").rglob("*.pt")), "the resume state is removed once every model is written"
     err = capfd.readouterr().err
     for tag in ("fold_00/m0", "fold_01/m1", "final/m1/refit"):
@@ -76,11 +86,14 @@ def test_a_worker_that_dies_is_a_clear_error():
         list(train_jobs([_DiesWhenUnpickled(), _DiesWhenUnpickled()], workers=2))
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (0, "params.yaml: train.workers must be in [1, 256], got 0"),
-    ("two", "params.yaml: train.workers must be an integer, got 'two' (str)"),
-    (2.0, "params.yaml: train.workers must be an integer, got 2.0 (float)"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "params.yaml: train.workers must be in [1, 256], got 0"),
+        ("two", "params.yaml: train.workers must be an integer, got 'two' (str)"),
+        (2.0, "params.yaml: train.workers must be an integer, got 2.0 (float)"),
+    ],
+)
 def test_a_bad_workers_value_names_the_key(value, message):
     p = _params(workers=value)
     with pytest.raises(PipelineError) as err:

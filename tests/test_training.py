@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from lib.ml.folds import Fold
-from lib.ml.panel import Panel, windows
+from lib.ml.panel import WindowPanel, windows
 from lib.ml.trainer import EpochLog, resolve_amp, seed_everything, train_fold
 from tests.helpers import gbm_bars, small_params
 
 
-def _panel():
+def _features():
     from lib.data.features import build_features
 
     p = small_params()
@@ -24,8 +24,8 @@ def test_windows_gather_the_right_rows():
 
 
 def test_panel_windows_never_cross_tickers():
-    feats, _ = _panel()
-    panel = Panel.from_frame(feats, 10)
+    feats, _ = _features()
+    panel = WindowPanel.from_frame(feats, 10)
     rows = panel.rows("2000-01-01", "2100-01-01", labelled=False)
     starts = rows - 9
     assert (panel.tickers[starts] == panel.tickers[rows]).all()
@@ -41,15 +41,16 @@ def test_amp_resolution():
 
 
 def _fold():
-    return Fold("fold_00", "2020-05-01", "2020-08-31", "2020-09-09", "2020-10-15", "2020-10-23", "2020-12-31",
-                "2020-10-23")
+    return Fold(
+        "fold_00", "2020-05-01", "2020-08-31", "2020-09-09", "2020-10-15", "2020-10-23", "2020-12-31", "2020-10-23"
+    )
 
 
 @pytest.mark.parametrize("amp_mode", ["off", "on"])
 def test_train_fold_logs_epochs_and_reloads_best(amp_mode):
     """The mixed-precision path (bfloat16 autocast on CPU) runs end to end on a tiny model."""
-    feats, p = _panel()
-    panel = Panel.from_frame(feats, p["model"]["seq_len"])
+    feats, p = _features()
+    panel = WindowPanel.from_frame(feats, p["model"]["seq_len"])
     seed_everything(0, 1)
     amp = resolve_amp(amp_mode, torch.device("cpu"))
     logs: list[EpochLog] = []
@@ -63,21 +64,22 @@ def test_train_fold_logs_epochs_and_reloads_best(amp_mode):
 
 
 def test_training_is_bit_identical():
-    feats, p = _panel()
-    panel = Panel.from_frame(feats, p["model"]["seq_len"])
+    feats, p = _features()
+    panel = WindowPanel.from_frame(feats, p["model"]["seq_len"])
     states = []
     for _ in range(2):
         seed_everything(3, 1)
-        ckpt = train_fold(panel, _fold(), p, torch.device("cpu"), resolve_amp("off", torch.device("cpu")),
-                          lambda e: None)
+        ckpt = train_fold(
+            panel, _fold(), p, torch.device("cpu"), resolve_amp("off", torch.device("cpu")), lambda e: None
+        )
         states.append(ckpt["members"][0]["state_dict"])
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
 
 
 def test_scaler_is_fitted_on_fit_rows_only():
-    feats, p = _panel()
-    panel = Panel.from_frame(feats, p["model"]["seq_len"])
+    feats, p = _features()
+    panel = WindowPanel.from_frame(feats, p["model"]["seq_len"])
     fold = _fold()
     scaler = panel.fit_scaler(fold.fit_start, fold.fit_end)
     inside = feats[(feats["date"] >= pd.Timestamp(fold.fit_start)) & (feats["date"] <= pd.Timestamp(fold.fit_end))]
@@ -85,7 +87,7 @@ def test_scaler_is_fitted_on_fit_rows_only():
 
 
 def test_identical_checkpoints_are_identical_bytes_wherever_saved(tmp_path):
-    from lib.ml.trainer import save_checkpoint
+    from tests.helpers import save_checkpoint
 
     ckpt = {"state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "params": {"a": 1}, "fold": _fold().as_dict()}
     save_checkpoint(ckpt, tmp_path / "a" / "fold_00.pt")
@@ -96,13 +98,15 @@ def test_identical_checkpoints_are_identical_bytes_wherever_saved(tmp_path):
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "not a model"])
 def test_a_damaged_checkpoint_is_one_clear_error(tmp_path, damage):
     from lib.errors import PipelineError
-    from lib.ml.trainer import load_checkpoint, save_checkpoint
+    from lib.ml.trainer import load_checkpoint
+    from tests.helpers import save_checkpoint
 
     path = tmp_path / "fold_00.pt"
     save_checkpoint({"model": {"arch": "lstm"}, "features": ["a"], "seq_len": 3, "x": torch.zeros(1000)}, path)
     data = path.read_bytes()
-    path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x00\x01junk" * 50,
-                      "not a model": data}[damage])
+    path.write_bytes(
+        {"truncated": data[: len(data) // 2], "garbage": b"\x00\x01junk" * 50, "not a model": data}[damage]
+    )
     with pytest.raises(PipelineError, match=rf"{path}: not a readable model checkpoint .*rerun the train stage"):
         load_checkpoint(path)
 
@@ -120,8 +124,8 @@ def test_purge_by_label_end_date_on_a_ticker_with_holes():
     fold = make_folds(sessions, sessions[-6], wf)[0]
     for boundary in (fold.val_start, fold.test_start):  # two missing days of B, 3 sessions before each window
         at = sessions.get_loc(pd.Timestamp(boundary))
-        bars = bars[~((bars["ticker"] == "B") & bars["date"].isin(sessions[at - 4:at - 2]))]
-    panel = Panel.from_frame(build_features(bars, p["features"]), 5)
+        bars = bars[~((bars["ticker"] == "B") & bars["date"].isin(sessions[at - 4 : at - 2]))]
+    panel = WindowPanel.from_frame(build_features(bars, p["features"]), 5)
     fit = panel.rows(fold.fit_start, fold.fit_end, labelled=True, labels_before=fold.val_start)
     val = panel.rows(fold.val_start, fold.val_end, labelled=True, labels_before=fold.labels_before)
     assert panel.label_end[fit].max() < np.datetime64(fold.val_start)

@@ -1,5 +1,6 @@
 """The trials command: every experiment counts (failed and queued too), the ledger outlives deleted
 experiments, and the deflated Sharpe ratio falls as trials are added."""
+
 import copy
 import itertools
 import json
@@ -11,22 +12,34 @@ import sys
 import pytest
 import yaml
 
-from lib.evaluation.stats import probabilistic_sharpe_ratio
+from lib.evaluation.sharpe import probabilistic_sharpe_ratio
 from lib.evaluation.trials import ledger_path, main_repository, parse_exp_show, read_ledger, summarize, table
 from tests.helpers import ROOT, synthetic_study, tool_env
 
 
 def _metrics(sr_annual: float, n: int = 1000) -> dict:
-    return {"reports/metrics.json": {"data": {
-        "strategy": {"sharpe": sr_annual},
-        "significance": {"sharpe_daily": sr_annual / math.sqrt(252), "n": n, "skew": -0.3, "kurtosis": 5.0}}}}
+    return {
+        "reports/metrics.json": {
+            "data": {
+                "strategy": {"sharpe": sr_annual},
+                "significance": {"sharpe_daily": sr_annual / math.sqrt(252), "n": n, "skew": -0.3, "kurtosis": 5.0},
+            }
+        }
+    }
 
 
 def _rev(name: str, sr: float | None, error: bool = False) -> dict:
-    data = {"params": {"params.yaml": {"data": {"evaluate": {"periods_per_year": 252}, "x": name}}},
-            "metrics": _metrics(sr) if sr is not None else {}}
-    return {"rev": f"{abs(hash(name)):040d}"[:40], "name": name, "data": data,
-            "error": {"msg": "Experiment run failed", "type": ""} if error else None, "experiments": None}
+    data = {
+        "params": {"params.yaml": {"data": {"evaluate": {"periods_per_year": 252}, "x": name}}},
+        "metrics": _metrics(sr) if sr is not None else {},
+    }
+    return {
+        "rev": f"{abs(hash(name)):040d}"[:40],
+        "name": name,
+        "data": data,
+        "error": {"msg": "Experiment run failed", "type": ""} if error else None,
+        "experiments": None,
+    }
 
 
 def _exp(name: str, sr: float | None, state: str | None = None, error: bool = False) -> dict:
@@ -50,8 +63,13 @@ def test_main_repository_from_a_dvc_temp_copy(tmp_path, monkeypatch):
 
 
 def test_every_state_counts_as_a_trial():
-    exps = [_exp("ok1", 0.9), _exp("ok2", 0.2, "success"), _exp("bad", None, "failed", error=True),
-            _exp("waiting", None, "queued"), _exp("busy", None, "running")]
+    exps = [
+        _exp("ok1", 0.9),
+        _exp("ok2", 0.2, "success"),
+        _exp("bad", None, "failed", error=True),
+        _exp("waiting", None, "queued"),
+        _exp("busy", None, "running"),
+    ]
     trials = parse_exp_show(_show(exps))
     assert [t["state"] for t in trials] == ["success", "success", "success", "failed", "queued", "running"]
     s = summarize(trials, [])
@@ -65,8 +83,10 @@ def test_dsr_falls_as_trials_are_added_and_equals_psr_for_one():
     srs = [1.1, 0.3, -0.2, 0.6, 0.1, 0.9]
     scored = [_exp(f"e{i}", sr) for i, sr in enumerate(srs)]
     # failed and queued runs add trials without adding Sharpe ratios: the variance stays, the DSR falls
-    dsrs = [summarize(parse_exp_show(_show(scored + [_exp(f"q{j}", None, "queued") for j in range(k)])), [])
-            for k in range(0, 30, 3)]
+    dsrs = [
+        summarize(parse_exp_show(_show(scored + [_exp(f"q{j}", None, "queued") for j in range(k)])), [])
+        for k in range(0, 30, 3)
+    ]
     assert [d["n_trials"] for d in dsrs] == list(range(7, 37, 3))
     values = [d["best"]["dsr"] for d in dsrs]
     assert all(a > b for a, b in itertools.pairwise(values)), values
@@ -80,8 +100,17 @@ def test_dsr_falls_as_trials_are_added_and_equals_psr_for_one():
 
 
 def test_the_ledger_outlives_deleted_experiments():
-    ledger = [{"params_hash": f"h{i}", "sharpe_daily": 0.01 * i, "n": 1000, "skew": 0.0, "kurtosis": 3.0,
-               "periods_per_year": 252} for i in range(8)]
+    ledger = [
+        {
+            "params_hash": f"h{i}",
+            "sharpe_daily": 0.01 * i,
+            "n": 1000,
+            "skew": 0.0,
+            "kurtosis": 3.0,
+            "periods_per_year": 252,
+        }
+        for i in range(8)
+    ]
     ledger.append(dict(ledger[0]))  # the same params run twice: one trial
     s = summarize(parse_exp_show(_show([_exp("kept", 2.0)])), ledger)
     assert s["n_trials"] == 8 and s["sharpe_source"] == "ledger" and s["counts"]["ledger_runs"] == 9
@@ -89,8 +118,9 @@ def test_the_ledger_outlives_deleted_experiments():
 
 
 def _run(cwd, *cmd, ok=True):
-    r = subprocess.run(list(cmd), check=False, cwd=cwd, capture_output=True, text=True, timeout=300,
-                       env=tool_env(PIPELINE_LEDGER=""))
+    r = subprocess.run(
+        list(cmd), check=False, cwd=cwd, capture_output=True, text=True, timeout=300, env=tool_env(PIPELINE_LEDGER="")
+    )
     assert ok is None or (r.returncode == 0) == ok, f"{cmd}:\n{r.stdout}\n{r.stderr}"
     return r
 

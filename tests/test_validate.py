@@ -38,8 +38,15 @@ def test_each_rule_is_found_with_ticker_and_date(cfg):
     df = pd.concat([df, df.iloc[[50]]])  # duplicate date, out of order
     _, findings = validate_prices(df, cfg, ["A"])
     rules = _rules(findings)
-    for rule, i in [("nan", 10), ("non_positive_price", 20), ("ohlc_bounds", 30), ("negative_volume", 40),
-                    ("duplicate_date", 50), ("stale_close", 66), ("one_day_move", 80)]:
+    for rule, i in [
+        ("nan", 10),
+        ("non_positive_price", 20),
+        ("ohlc_bounds", 30),
+        ("negative_volume", 40),
+        ("duplicate_date", 50),
+        ("stale_close", 66),
+        ("one_day_move", 80),
+    ]:
         assert (rule, d[i]) in rules, rule
     assert ("unsorted_dates", None) in rules
     assert all(f.ticker == "A" for f in findings)
@@ -118,12 +125,25 @@ def test_findings_name_the_column_and_say_what_was_done(cfg, policy):
     cfg["policy"] = policy
     clean, findings = validate_prices(df, cfg, ["A"])
     got = [(f.rule, f.date, f.column, f.action) for f in findings]
-    want = [(rule, None if i is None else day[i], col, repaired if policy == "repair" else failed)
-            for rule, i, col, repaired, failed in EXPECTED]
+    want = [
+        (rule, None if i is None else day[i], col, repaired if policy == "repair" else failed)
+        for rule, i, col, repaired, failed in EXPECTED
+    ]
     assert sorted(got, key=str) == sorted(want, key=str)
-    assert [f.rule for f in findings] == ["unsorted_dates", "duplicate_date", "nan", "nan", "non_positive_price",
-                                          "non_positive_price", "ohlc_bounds", "ohlc_bounds", "negative_volume", "gap",
-                                          "one_day_move", "stale_close"]
+    assert [f.rule for f in findings] == [
+        "unsorted_dates",
+        "duplicate_date",
+        "nan",
+        "nan",
+        "non_positive_price",
+        "non_positive_price",
+        "ohlc_bounds",
+        "ohlc_bounds",
+        "negative_volume",
+        "gap",
+        "one_day_move",
+        "stale_close",
+    ]
     rep = report(df, clean, findings, policy)
     assert rep["passed"] == (policy == "repair")
     assert list(rep["findings"][0]) == ["ticker", "date", "column", "rule", "detail", "action"]
@@ -169,9 +189,13 @@ def test_schema_errors_name_row_and_column():
 # bits, rows, order) and the same findings in the same order, with the same details and actions.
 GOLDEN_CFG = {"policy": "repair", "max_gap_sessions": 5, "max_move": 0.4, "max_stale_run": 5, "ohlc_tolerance": 1.0e-6}
 GOLDEN_TICKERS = ["SPY", "QQQ", "TLT", "GLD", "IWM", "AAPL", "BAD", "ZZZ"]  # ZZZ: no rows; BAD: no usable row
-GOLDEN = {"input": "c4f543487b8e4ba074000e3f59140f94c551a51e82a37fe1cf6d05b22793b43a", "clean_shape": (22168, 8),
-          "clean": "cb323a220e0f660ecebc1a4a32695668a9c25761b7d1e82bb4005664cdd39203", "n_findings": 39,
-          "findings": "e9ab639d5dec4073756a487308da715735d6b28fdadee761ec4bf8b93ae9472e"}
+GOLDEN = {
+    "input": "c4f543487b8e4ba074000e3f59140f94c551a51e82a37fe1cf6d05b22793b43a",
+    "clean_shape": (22168, 8),
+    "clean": "cb323a220e0f660ecebc1a4a32695668a9c25761b7d1e82bb4005664cdd39203",
+    "n_findings": 39,
+    "findings": "e9ab639d5dec4073756a487308da715735d6b28fdadee761ec4bf8b93ae9472e",
+}
 
 
 def findings_sha(findings) -> str:
@@ -181,40 +205,48 @@ def findings_sha(findings) -> str:
 
 def dirty_sample() -> pd.DataFrame:
     """The bundled sample (six tickers from 2010) with every kind of dirt the validator looks for."""
-    cfg = {"source": "sample", "tickers": ["TLT", "SPY", "AAPL", "QQQ", "GLD", "IWM"], "start": "2010-01-01", "end": None}
+    cfg = {
+        "source": "sample",
+        "tickers": ["TLT", "SPY", "AAPL", "QQQ", "GLD", "IWM"],
+        "start": "2010-01-01",
+        "end": None,
+    }
     df = download(cfg, ROOT / "data" / "sample")
     by = {t: df.index[df["ticker"] == t] for t in cfg["tickers"]}
 
     def at(t: str, i: int) -> int:  # row label of the i-th bar of ticker t
         return by[t][i]
 
-    df.loc[at("SPY", 100), "close"] = np.nan                                  # NaN, one column
-    df.loc[at("QQQ", 200), ["open", "volume"]] = np.nan                       # NaN, two columns
-    df.loc[at("SPY", 150), "low"] = 0.0                                       # non-positive, one column
-    df.loc[at("TLT", 300), ["open", "adj_close"]] = [-1.0, -2.0]              # non-positive, two columns
-    df.loc[at("GLD", 310), ["close", "low"]] = [np.nan, -1.0]                 # NaN and non-positive: nan only
+    df.loc[at("SPY", 100), "close"] = np.nan  # NaN, one column
+    df.loc[at("QQQ", 200), ["open", "volume"]] = np.nan  # NaN, two columns
+    df.loc[at("SPY", 150), "low"] = 0.0  # non-positive, one column
+    df.loc[at("TLT", 300), ["open", "adj_close"]] = [-1.0, -2.0]  # non-positive, two columns
+    df.loc[at("GLD", 310), ["close", "low"]] = [np.nan, -1.0]  # NaN and non-positive: nan only
     df.loc[at("QQQ", 250), "high"] = df.loc[at("QQQ", 250), ["open", "close"]].min() * 0.9  # high too low
-    df.loc[at("IWM", 120), "low"] = df.loc[at("IWM", 120), ["open", "close"]].max() * 1.1   # low too high
-    i = at("IWM", 130)                                                        # both bounds broken
+    df.loc[at("IWM", 120), "low"] = df.loc[at("IWM", 120), ["open", "close"]].max() * 1.1  # low too high
+    i = at("IWM", 130)  # both bounds broken
     df.loc[i, ["high", "low"]] = [df.loc[i, "open"] * 0.5, df.loc[i, "open"] * 2.0]
-    df.loc[at("GLD", 50), "volume"] = -100.0                                  # negative volume
-    iwm = by["IWM"][2000:]                                                    # unadjusted 1:3 reverse split
+    df.loc[at("GLD", 50), "volume"] = -100.0  # negative volume
+    iwm = by["IWM"][2000:]  # unadjusted 1:3 reverse split
     df.loc[iwm, ["open", "high", "low", "close", "adj_close"]] *= 3.0
     df.loc[by["SPY"][1500:], ["open", "high", "low", "close", "adj_close"]] *= 0.5  # a 50 % one-day drop
-    tlt = by["TLT"][700:708]                                                  # 8 identical closes
+    tlt = by["TLT"][700:708]  # 8 identical closes
     df.loc[tlt, "close"] = df.loc[tlt[0], "close"]
-    df.loc[by["QQQ"][40:46], "close"] = df.loc[by["QQQ"][40], "close"]        # stale run broken by a dropped row
+    df.loc[by["QQQ"][40:46], "close"] = df.loc[by["QQQ"][40], "close"]  # stale run broken by a dropped row
     df.loc[by["QQQ"][43], "high"] = np.nan
-    df.loc[by["SPY"][600:606], "close"] = df.loc[by["SPY"][600], "close"]     # 6 identical closes, one duplicated
-    gap = by["AAPL"][1000:1010]                                               # 10 sessions missing
-    gap2 = by["TLT"][400:404]                                                 # 4 missing: below max_gap_sessions
+    df.loc[by["SPY"][600:606], "close"] = df.loc[by["SPY"][600], "close"]  # 6 identical closes, one duplicated
+    gap = by["AAPL"][1000:1010]  # 10 sessions missing
+    gap2 = by["TLT"][400:404]  # 4 missing: below max_gap_sessions
     df = df.drop(index=gap.append(gap2))
-    dups = [df.loc[[at("GLD", 400)]],                                         # exact copy
-            df.loc[[at("SPY", 500)]].assign(close=lambda d: d["close"] * 1.01),  # a later, different copy
-            df.loc[[at("SPY", 603)]], df.loc[[at("SPY", 603)]].assign(volume=1.0)]  # three copies of one date
-    bad = df.loc[by["SPY"][:3]].assign(ticker="BAD", close=np.nan)            # no usable row at all
+    dups = [
+        df.loc[[at("GLD", 400)]],  # exact copy
+        df.loc[[at("SPY", 500)]].assign(close=lambda d: d["close"] * 1.01),  # a later, different copy
+        df.loc[[at("SPY", 603)]],
+        df.loc[[at("SPY", 603)]].assign(volume=1.0),
+    ]  # three copies of one date
+    bad = df.loc[by["SPY"][:3]].assign(ticker="BAD", close=np.nan)  # no usable row at all
     df = pd.concat([df, *dups, bad], ignore_index=True)
-    aapl = df.index[df["ticker"] == "AAPL"]                                   # unsorted ticker
+    aapl = df.index[df["ticker"] == "AAPL"]  # unsorted ticker
     order = np.r_[df.index[df["ticker"] != "AAPL"], aapl[::-1]]
     return df.loc[order].reset_index(drop=True)
 
@@ -238,18 +270,28 @@ def test_fail_policy_changes_only_the_actions():
     clean_r, repair = validate_prices(df, dict(GOLDEN_CFG), GOLDEN_TICKERS)
     clean_f, fail = validate_prices(df, {**GOLDEN_CFG, "policy": "fail"}, GOLDEN_TICKERS)
     pd.testing.assert_frame_equal(clean_r, clean_f, check_exact=True)
-    assert [(f.ticker, f.date, f.column, f.rule, f.detail) for f in repair] == \
-        [(f.ticker, f.date, f.column, f.rule, f.detail) for f in fail]
+    assert [(f.ticker, f.date, f.column, f.rule, f.detail) for f in repair] == [
+        (f.ticker, f.date, f.column, f.rule, f.detail) for f in fail
+    ]
     for r, f in zip(repair, fail, strict=True):
         assert f.action == "fatal" if r.action == "fatal" else f.action.startswith("none (policy fail; repair would ")
     assert len(fatal_findings(fail, "fail")) == len(fail) and len(fatal_findings(repair, "repair")) == 2
     by_rule = {}
     for f in repair:
         by_rule.setdefault(f.rule, set()).add(f.column)
-    assert by_rule == {"missing_ticker": {None}, "empty": {None}, "unsorted_dates": {None}, "duplicate_date": {None},
-                       "gap": {None}, "nan": {"close", "high", "open,volume"},
-                       "non_positive_price": {"low", "open,adj_close"}, "ohlc_bounds": {"high", "low"},
-                       "negative_volume": {"volume"}, "one_day_move": {"adj_close"}, "stale_close": {"close"}}
+    assert by_rule == {
+        "missing_ticker": {None},
+        "empty": {None},
+        "unsorted_dates": {None},
+        "duplicate_date": {None},
+        "gap": {None},
+        "nan": {"close", "high", "open,volume"},
+        "non_positive_price": {"low", "open,adj_close"},
+        "ohlc_bounds": {"high", "low"},
+        "negative_volume": {"volume"},
+        "one_day_move": {"adj_close"},
+        "stale_close": {"close"},
+    }
 
 
 def test_drop_policy_drops_broken_tickers_and_keeps_the_rest(caplog):
@@ -268,5 +310,7 @@ def test_drop_policy_drops_broken_tickers_and_keeps_the_rest(caplog):
         clean, findings = validate_prices(bars, cfg, ["GOOD", "GAPPY", "NEGVOL", "ABSENT"])
     assert sorted(clean["ticker"].unique()) == ["GOOD", "NEGVOL"]
     assert {(f.ticker, f.rule, f.action) for f in findings if f.action == DROPPED} == {
-        ("GAPPY", "gap", DROPPED), ("ABSENT", "missing_ticker", DROPPED)}
+        ("GAPPY", "gap", DROPPED),
+        ("ABSENT", "missing_ticker", DROPPED),
+    }
     assert fatal_findings(findings, "drop") == [] and "2 ticker(s) dropped: ABSENT, GAPPY" in caplog.text

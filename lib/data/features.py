@@ -4,6 +4,7 @@ Every feature at date t uses bars up to t only (rolling and recursive windows lo
 and every feature is a ratio or a return, so rescaling a ticker's whole history by a
 constant (what a later dividend does to back-adjusted prices) leaves it unchanged.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,8 +35,8 @@ class _Groups:
         ends = np.append(starts[1:], n)
         sizes = ends - starts
         self.codes = codes
-        self.row_start = np.repeat(starts, sizes)      # first row of each row's ticker
-        self.row_end = np.repeat(ends, sizes)          # one past its last row
+        self.row_start = np.repeat(starts, sizes)  # first row of each row's ticker
+        self.row_end = np.repeat(ends, sizes)  # one past its last row
 
     def shift(self, x: pd.Series, k: int) -> pd.Series:
         """`x.shift(k)` within each ticker (k < 0 looks ahead)."""
@@ -60,8 +61,14 @@ class _Groups:
 class _TickerWindow(BaseIndexer):
     """Trailing window of `window_size` rows that starts no earlier than the row's ticker."""
 
-    def get_window_bounds(self, num_values: int = 0, min_periods: int | None = None, center: bool | None = None,
-                          closed: str | None = None, step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def get_window_bounds(
+        self,
+        num_values: int = 0,
+        min_periods: int | None = None,
+        center: bool | None = None,
+        closed: str | None = None,
+        step: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         end = np.arange(1, num_values + 1, dtype=np.int64)
         start = np.maximum(end - self.window_size, self.starts).astype(np.int64)
         return start, end

@@ -1,4 +1,5 @@
-"""Price-table helpers shared by features and backtest: total-return adjusted OHLC, panels."""
+"""Price-table helpers shared by features and backtest: total-return adjusted OHLC, wide tables."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -14,7 +15,7 @@ def adjusted(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(adj_open=df["open"] * factor, adj_high=df["high"] * factor, adj_low=df["low"] * factor)
 
 
-def panel(df: pd.DataFrame, column: str, tickers: list[str] | None = None) -> pd.DataFrame:
-    """Long table -> dates x tickers for one column (NaN where a ticker has no row)."""
+def wide_table(df: pd.DataFrame, column: str, tickers: list[str] | None = None) -> pd.DataFrame:
+    """One column of the long table as a wide one: dates x tickers (NaN where a ticker has no row)."""
     wide = df.pivot(index="date", columns="ticker", values=column).sort_index()
     return wide if tickers is None else wide.reindex(columns=tickers)

@@ -4,6 +4,7 @@ Every provider returns one long table with columns `COLUMNS`, sorted by ticker a
 Network providers use timeouts and retries with backoff; a failure names the ticker and
 says that `data.source=sample` works offline. The FMP key is never printed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import requests
+from dotenv import dotenv_values
 
 from lib.cli import redact, register_secret
 from lib.errors import PipelineError
@@ -34,8 +36,9 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _with_retries(what: str, call: Callable[[], Any], retries: int, backoff_s: float,
-                  retry_on: tuple[type[BaseException], ...]) -> Any:
+def _with_retries(
+    what: str, call: Callable[[], Any], retries: int, backoff_s: float, retry_on: tuple[type[BaseException], ...]
+) -> Any:
     """Call `call`, retrying on `retry_on` with exponential backoff; re-raise the last failure."""
     for attempt in range(retries + 1):
         try:
@@ -66,11 +69,13 @@ def parse_price_csv(path: Path, ticker: str) -> pd.DataFrame:
         typed = pd.read_csv(path, skip_blank_lines=True, float_precision="round_trip")
         typed.columns = [_canonical(c) for c in typed.columns]
         if {"date", *PRICE_COLUMNS} <= set(typed.columns) and all(
-                pd.api.types.is_numeric_dtype(typed[c]) for c in PRICE_COLUMNS):
+            pd.api.types.is_numeric_dtype(typed[c]) for c in PRICE_COLUMNS
+        ):
             dates = pd.to_datetime(typed["date"], format="%Y-%m-%d", errors="coerce")
             if dates.notna().all():
-                return pd.DataFrame({"date": dates.to_numpy(),
-                                     **{c: typed[c].to_numpy(dtype=float) for c in PRICE_COLUMNS}})
+                return pd.DataFrame(
+                    {"date": dates.to_numpy(), **{c: typed[c].to_numpy(dtype=float) for c in PRICE_COLUMNS}}
+                )
         raw = pd.read_csv(path, dtype=str, skip_blank_lines=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise PipelineError(f"{path}: not a readable CSV file ({ticker}): {str(exc).splitlines()[0]}") from None
@@ -78,17 +83,22 @@ def parse_price_csv(path: Path, ticker: str) -> pd.DataFrame:
     if "date" not in raw.columns and raw.columns[0] in ("price", "unnamed:_0", ""):
         raw = raw.rename(columns={raw.columns[0]: "date"})
     if "adj_close" not in raw.columns and "close" in raw.columns:
-        log.warning("%s: no adj_close column; close is used as given (if it is not dividend-adjusted, "
-                    "returns exclude dividends)", path)
+        log.warning(
+            "%s: no adj_close column; close is used as given (if it is not dividend-adjusted, "
+            "returns exclude dividends)",
+            path,
+        )
         raw["adj_close"] = raw["close"]
     missing = [c for c in ["date", *PRICE_COLUMNS] if c not in raw.columns]
     if missing:
         raise PipelineError(
             f"{path}: missing column(s) {missing} for {ticker}; expected "
-            "date,open,high,low,close,adj_close,volume or Yahoo's Date,Open,High,Low,Close,Adj Close,Volume")
+            "date,open,high,low,close,adj_close,volume or Yahoo's Date,Open,High,Low,Close,Adj Close,Volume"
+        )
     cells = raw["date"].str.strip()
-    dates = pd.to_datetime(cells.str[:10].where(cells.str.fullmatch(DATE_CELL, na=False)), format="%Y-%m-%d",
-                           errors="coerce")
+    dates = pd.to_datetime(
+        cells.str[:10].where(cells.str.fullmatch(DATE_CELL, na=False)), format="%Y-%m-%d", errors="coerce"
+    )
     good = dates.notna().to_numpy()
     if not good.any():
         raise PipelineError(f"{path}: no rows with a date YYYY-MM-DD ({ticker})")
@@ -106,7 +116,8 @@ def parse_price_csv(path: Path, ticker: str) -> pd.DataFrame:
         if corrupt.any():
             i = int(corrupt.to_numpy().argmax())
             raise PipelineError(
-                f"{path}, line {first + i + 2}: column {col} has non-numeric value {text.iloc[i]!r} ({ticker})")
+                f"{path}, line {first + i + 2}: column {col} has non-numeric value {text.iloc[i]!r} ({ticker})"
+            )
         out[col] = values.to_numpy(dtype=float)
     return out
 
@@ -171,8 +182,11 @@ def _quiet_yfinance() -> Iterator[None]:
     yf_log.handlers[:], yf_log.propagate = [_ToDebug()], False
     printed = io.StringIO()
     try:
-        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed), \
-                contextlib.redirect_stderr(printed):
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            contextlib.redirect_stdout(printed),
+            contextlib.redirect_stderr(printed),
+        ):
             warnings.simplefilter("always")
             yield
     finally:
@@ -183,16 +197,27 @@ def _quiet_yfinance() -> Iterator[None]:
             log.debug("yfinance printed: %s", line)
 
 
-def from_yfinance(tickers: list[str], start: str | None, end: str | None, cfg: dict[str, Any]) -> dict[str, pd.DataFrame]:
+def from_yfinance(
+    tickers: list[str], start: str | None, end: str | None, cfg: dict[str, Any]
+) -> dict[str, pd.DataFrame]:
     import yfinance as yf  # slow import: only when this provider is chosen
 
     end_excl = (pd.Timestamp(end) + pd.Timedelta(days=1)).date().isoformat() if end else None
     out = {}
     for ticker in tickers:
+
         def call(t: str = ticker) -> pd.DataFrame:
             with _quiet_yfinance():
-                df = yf.download(t, start=start, end=end_excl, auto_adjust=False, multi_level_index=False,
-                                 progress=False, threads=False, timeout=cfg["timeout_s"])
+                df = yf.download(
+                    t,
+                    start=start,
+                    end=end_excl,
+                    auto_adjust=False,
+                    multi_level_index=False,
+                    progress=False,
+                    threads=False,
+                    timeout=cfg["timeout_s"],
+                )
             if df is None or df.empty:
                 raise _EmptyDownload("empty response")
             return df
@@ -202,7 +227,8 @@ def from_yfinance(tickers: list[str], start: str | None, end: str | None, cfg: d
         except _EmptyDownload:
             raise PipelineError(
                 f"yfinance returned no data for ticker {ticker} after {cfg['retries'] + 1} tries "
-                f"(unknown symbol, empty date range, or no network); {OFFLINE_HINT}") from None
+                f"(unknown symbol, empty date range, or no network); {OFFLINE_HINT}"
+            ) from None
         out[ticker] = normalize_yfinance(df, ticker)
     return out
 
@@ -215,15 +241,13 @@ class _EmptyDownload(Exception):
 def fmp_key(env_file: Path = Path(".env")) -> str:
     """FMP_API_KEY from the environment, else from a git-ignored `.env` file."""
     key = os.environ.get("FMP_API_KEY", "").strip()
-    if not key and env_file.exists():
-        for line in env_file.read_text(encoding="utf-8").splitlines():
-            name, sep, value = line.partition("=")
-            if sep and name.strip().removeprefix("export ").strip() == "FMP_API_KEY":
-                key = value.strip().strip("'\"")
+    if not key and env_file.exists():  # python-dotenv: comments, `export`, quotes; nothing enters os.environ
+        key = (dotenv_values(env_file, encoding="utf-8").get("FMP_API_KEY") or "").strip()
     if not key:
         raise PipelineError(
             "data.source=fmp needs an API key: set FMP_API_KEY in the environment or in .env "
-            "(copy .env.example); or use data.source=sample")
+            "(copy .env.example); or use data.source=sample"
+        )
     register_secret(key)
     return key
 
@@ -232,9 +256,11 @@ class _Retryable(Exception):
     """A failure worth retrying; its message says what happened (`ConnectionError`, `HTTP 503`)."""
 
 
-def _fmp_get(session: requests.Session, path: str, query: dict[str, str], key: str, ticker: str,
-             cfg: dict[str, Any]) -> Any:
+def _fmp_get(
+    session: requests.Session, path: str, query: dict[str, str], key: str, ticker: str, cfg: dict[str, Any]
+) -> Any:
     """GET one FMP endpoint and return its JSON; every failure names the ticker, never the key."""
+
     def call() -> requests.Response:
         try:
             base = os.environ.get("FMP_BASE_URL", "https://financialmodelingprep.com")  # a proxy, or tests
@@ -250,7 +276,8 @@ def _fmp_get(session: requests.Session, path: str, query: dict[str, str], key: s
     except _Retryable as exc:
         raise PipelineError(
             f"FMP request for ticker {ticker} failed after {cfg['retries'] + 1} tries ({exc}: network "
-            f"unreachable or service down); {OFFLINE_HINT}") from None
+            f"unreachable or service down); {OFFLINE_HINT}"
+        ) from None
     except requests.RequestException as exc:
         raise PipelineError(f"FMP request for ticker {ticker} failed: {redact(str(exc))}") from None
     try:
@@ -258,7 +285,9 @@ def _fmp_get(session: requests.Session, path: str, query: dict[str, str], key: s
     except ValueError:
         body = None
     if isinstance(body, dict) and "Error Message" in body:
-        raise PipelineError(f"FMP error for ticker {ticker} (HTTP {resp.status_code}): {redact(str(body['Error Message']))}")
+        raise PipelineError(
+            f"FMP error for ticker {ticker} (HTTP {resp.status_code}): {redact(str(body['Error Message']))}"
+        )
     if resp.status_code != 200 or body is None:
         raise PipelineError(f"FMP error for ticker {ticker} (HTTP {resp.status_code}): {redact(resp.text[:200])}")
     return body

@@ -3,6 +3,7 @@ DSR against a permutation null), Hansen's SPA against the baselines, Monte Carlo
 block-bootstrap intervals, the IC the field's way, per-fold stability, cost sensitivity.
 
 Deterministic: every draw comes from `evaluate.seed`."""
+
 from __future__ import annotations
 
 import logging
@@ -11,32 +12,29 @@ import math
 import numpy as np
 import pandas as pd
 
-from lib.evaluation.metrics import (
-    Stats,
-    cagr_of,
+from lib.evaluation.forecast import (
     cross_sectional_ic,
     fold_table,
     ic_matrices,
-    max_drawdown_of,
-    mean_annual_of,
     pooled_rank_ic,
     prediction_quality,
     quantile_spread,
-    returns_of,
     rolling_ic,
-    sharpe_of,
 )
-from lib.evaluation.stats import (
+from lib.evaluation.performance import Stats, cagr_of, max_drawdown_of, mean_annual_of, returns_of, sharpe_of
+from lib.evaluation.resampling import (
     block_length,
     bootstrap_ci,
     break_even_cost,
-    deflated_sharpe_ratio,
-    min_track_record_length,
     monte_carlo,
     permutation_test,
+    spa_vs_baselines,
+)
+from lib.evaluation.sharpe import (
+    deflated_sharpe_ratio,
+    min_track_record_length,
     probabilistic_sharpe_ratio,
     sharpe_moments,
-    spa_vs_baselines,
 )
 from lib.portfolio.backtest import BacktestResult, run_backtest
 from lib.tables import BASELINES, BOOKS, STRATEGY
@@ -84,7 +82,7 @@ def significance(equity: pd.DataFrame, preds: pd.DataFrame, prices: pd.DataFrame
     sections: dict[str, Stats | dict] = {}
     series: dict = {}
 
-    # Sharpe-ratio inference (per-period inputs; nothing annualised inside lib.evaluation.stats)
+    # Sharpe-ratio inference (per-period inputs; nothing annualised inside lib.evaluation.sharpe)
     mom = sharpe_moments(r[STRATEGY], rf / ppy)
     sig = Stats()
     sig.put("sharpe_daily", mom.sr, "zero volatility or fewer than 3 returns")
@@ -98,7 +96,7 @@ def significance(equity: pd.DataFrame, preds: pd.DataFrame, prices: pd.DataFrame
 
     def rerun(pr: pd.DataFrame, costs: dict) -> BacktestResult:
         """The backtest again (its delisting lines were logged once, by the backtest stage)."""
-        quiet = logging.getLogger("lib.portfolio.engine")
+        quiet = logging.getLogger("lib.portfolio.delisting")
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
@@ -115,14 +113,18 @@ def significance(equity: pd.DataFrame, preds: pd.DataFrame, prices: pd.DataFrame
     sig.put("permutations", perm["n"])
     null_daily = np.asarray(perm["null"]) / math.sqrt(ppy)
     var_null = float(np.var(null_daily, ddof=1)) if null_daily.size >= 2 else None
-    sig.put("null_sharpe_sd", math.sqrt(var_null) * math.sqrt(ppy) if var_null is not None else None,
-            "fewer than 2 defined shuffles")
+    sig.put(
+        "null_sharpe_sd",
+        math.sqrt(var_null) * math.sqrt(ppy) if var_null is not None else None,
+        "fewer than 2 defined shuffles",
+    )
     for k in DSR_TRIALS:
         if var_null is None:
             sig.put(f"dsr_{k}_trials", None, "no variance of skill-less Sharpe ratios (permutation null)")
         else:
-            _put_estimate(sig, f"dsr_{k}_trials",
-                          deflated_sharpe_ratio(mom.sr, mom.n, mom.skew, mom.kurtosis, k, var_null))
+            _put_estimate(
+                sig, f"dsr_{k}_trials", deflated_sharpe_ratio(mom.sr, mom.n, mom.skew, mom.kurtosis, k, var_null)
+            )
     series["permutation"] = perm
 
     # Hansen's SPA of the strategy against the baselines
@@ -131,7 +133,9 @@ def significance(equity: pd.DataFrame, preds: pd.DataFrame, prices: pd.DataFrame
         t = spa["vs_each"][b]
         sig.put(f"spa_vs_{b}_pvalue", t["consistent"], t["reason"] or "undefined")
     sig.put("spa_beats_all_pvalue", spa["beats_all"]["consistent"], "undefined")
-    sig.put("spa_beaten_by_any_pvalue", spa["beaten_by_any"]["consistent"], spa["beaten_by_any"]["reason"] or "undefined")
+    sig.put(
+        "spa_beaten_by_any_pvalue", spa["beaten_by_any"]["consistent"], spa["beaten_by_any"]["reason"] or "undefined"
+    )
 
     # Monte Carlo of outcomes: resampled paths of the strategy's length
     mc = monte_carlo(r[STRATEGY], cfg["monte_carlo_paths"], seed)
@@ -143,14 +147,18 @@ def significance(equity: pd.DataFrame, preds: pd.DataFrame, prices: pd.DataFrame
 
     # block-bootstrap percentile intervals (rows = dates; block length by Politis-White)
     intervals: dict = {}
-    stats_of = {"sharpe": lambda x: sharpe_of(x, ppy, rf), "cagr": lambda x: cagr_of(x, ppy),
-                "max_drawdown": max_drawdown_of}
+    stats_of = {
+        "sharpe": lambda x: sharpe_of(x, ppy, rf),
+        "cagr": lambda x: cagr_of(x, ppy),
+        "max_drawdown": max_drawdown_of,
+    }
     for b in BOOKS:
         blk = block_length(r[b])
         intervals[b] = {k: interval(bootstrap_ci(r[b], f, reps, seed, cfg["alpha"], blk)) for k, f in stats_of.items()}
     diff = r[STRATEGY] - r["benchmark"]
-    intervals["vs_benchmark"] = {"mean_annual": interval(bootstrap_ci(diff, lambda d: mean_annual_of(d, ppy), reps,
-                                                                       seed, cfg["alpha"]))}
+    intervals["vs_benchmark"] = {
+        "mean_annual": interval(bootstrap_ci(diff, lambda d: mean_annual_of(d, ppy), reps, seed, cfg["alpha"]))
+    }
     _dates, pm, ym = ic_matrices(preds)
     ic_ci = bootstrap_ci((pm, ym), pooled_rank_ic, reps, seed, cfg["alpha"])
     intervals["predictions"] = {"ic": interval(ic_ci)}
@@ -185,9 +193,13 @@ def significance(equity: pd.DataFrame, preds: pd.DataFrame, prices: pd.DataFrame
     for c, e in zip(be["grid_bps"], be["edge"], strict=True):
         cost.put(f"edge_at_{c:g}bps", e, "undefined")
     sections["cost_sensitivity"] = cost
-    series["cost"] = pd.DataFrame({"cost_bps": be["grid_bps"], "active_annual": be["edge"],
-                                   "sharpe": [sharpe_of(returns_of(at(c)[STRATEGY].to_numpy()), ppy, rf)
-                                              for c in be["grid_bps"]]})
+    series["cost"] = pd.DataFrame(
+        {
+            "cost_bps": be["grid_bps"],
+            "active_annual": be["edge"],
+            "sharpe": [sharpe_of(returns_of(at(c)[STRATEGY].to_numpy()), ppy, rf) for c in be["grid_bps"]],
+        }
+    )
     series["moments"] = mom
     series["monte_carlo"] = mc
     series["ic_interval"] = ic_ci

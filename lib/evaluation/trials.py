@@ -12,6 +12,7 @@ Two sources, and the larger count wins (experiments can be deleted, runs can be 
   (`<repo>/.dvc/tmp/exps/<tmp>/`) writes to the repository above it. `PIPELINE_LEDGER` overrides
   the path. Distinct params hashes count as distinct trials.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,12 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lib.evaluation.stats import (
-    Moments,
-    deflated_sharpe_ratio,
-    expected_max_sharpe,
-    probabilistic_sharpe_ratio,
-)
+from lib.evaluation.sharpe import Moments, deflated_sharpe_ratio, expected_max_sharpe, probabilistic_sharpe_ratio
 
 log = logging.getLogger("trials")
 LEDGER_ENV = "PIPELINE_LEDGER"
@@ -45,7 +41,7 @@ def main_repository(cwd: str | os.PathLike | None = None) -> Path:
     path = Path(cwd or os.getcwd()).resolve()
     parts = path.parts
     for i in range(len(parts) - 2):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
     return path
 
@@ -61,9 +57,16 @@ def params_hash(params: dict[str, Any]) -> str:
 
 
 def ledger_entry(params: dict[str, Any], moments: Moments, metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"params_hash": params_hash(params), "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "sharpe_daily": moments.sr, "n": moments.n, "skew": moments.skew, "kurtosis": moments.kurtosis,
-            "sharpe_annual": metrics["strategy"]["sharpe"], "periods_per_year": params["evaluate"]["periods_per_year"]}
+    return {
+        "params_hash": params_hash(params),
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "sharpe_daily": moments.sr,
+        "n": moments.n,
+        "skew": moments.skew,
+        "kurtosis": moments.kurtosis,
+        "sharpe_annual": metrics["strategy"]["sharpe"],
+        "periods_per_year": params["evaluate"]["periods_per_year"],
+    }
 
 
 def append_ledger(entry: dict[str, Any], path: Path | None = None) -> None:
@@ -112,9 +115,17 @@ def _trial(name: str, rev: str, kind: str, state: str, data: dict | None) -> dic
     sr = sig.get("sharpe_daily")
     if sr is None and m and (m.get("strategy") or {}).get("sharpe") is not None:
         sr = m["strategy"]["sharpe"] / math.sqrt(ppy)
-    return {"name": name, "rev": rev[:7], "kind": kind, "state": state, "sharpe_daily": sr,
-            "n": sig.get("n") or ((m or {}).get("period") or {}).get("sessions"), "skew": sig.get("skew", 0.0),
-            "kurtosis": sig.get("kurtosis", 3.0), "periods_per_year": ppy}
+    return {
+        "name": name,
+        "rev": rev[:7],
+        "kind": kind,
+        "state": state,
+        "sharpe_daily": sr,
+        "n": sig.get("n") or ((m or {}).get("period") or {}).get("sessions"),
+        "skew": sig.get("skew", 0.0),
+        "kurtosis": sig.get("kurtosis", 3.0),
+        "periods_per_year": ppy,
+    }
 
 
 def parse_exp_show(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -135,8 +146,15 @@ def parse_exp_show(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for rev in exp.get("revs") or []:
                 seen.append(_params(rev.get("data")))
                 st = "failed" if rev.get("error") and state == "success" else state
-                trials.append(_trial(rev.get("name") or exp.get("name") or rev["rev"][:7], rev["rev"], "experiment",
-                                     st, rev.get("data")))
+                trials.append(
+                    _trial(
+                        rev.get("name") or exp.get("name") or rev["rev"][:7],
+                        rev["rev"],
+                        "experiment",
+                        st,
+                        rev.get("data"),
+                    )
+                )
     if workspace is not None:  # a trial only when its params match no baseline or experiment
         data = workspace.get("data") or {}
         if _metrics(data) and _params(data) not in seen:
@@ -150,19 +168,32 @@ def summarize(exp_trials: list[dict[str, Any]], ledger: list[dict[str, Any]]) ->
     latest: dict[str, dict] = {}
     for e in ledger:
         latest[e["params_hash"]] = e
-    ledger_trials = [{"name": f"ledger:{h}", "rev": "", "kind": "ledger", "state": "success", **e}
-                     for h, e in latest.items()]
+    ledger_trials = [
+        {"name": f"ledger:{h}", "rev": "", "kind": "ledger", "state": "success", **e} for h, e in latest.items()
+    ]
     counts = {s: sum(t["state"] == s for t in exp_trials if t["kind"] == "experiment") for s in STATES}
-    counts |= {"baselines": sum(t["kind"] == "baseline" for t in exp_trials),
-               "workspace": sum(t["kind"] == "workspace" for t in exp_trials),
-               "experiments_total": len(exp_trials), "ledger_runs": len(ledger), "ledger_distinct_params": len(latest)}
+    counts |= {
+        "baselines": sum(t["kind"] == "baseline" for t in exp_trials),
+        "workspace": sum(t["kind"] == "workspace" for t in exp_trials),
+        "experiments_total": len(exp_trials),
+        "ledger_runs": len(ledger),
+        "ledger_distinct_params": len(latest),
+    }
     n_trials = max(len(exp_trials), len(latest))
     scored_exp = [t for t in exp_trials if t["sharpe_daily"] is not None and t["n"]]
     scored_ledger = [t for t in ledger_trials if t.get("sharpe_daily") is not None and t.get("n")]
-    source, scored = ("ledger", scored_ledger) if len(scored_ledger) >= len(scored_exp) else ("dvc exp show", scored_exp)
-    out: dict[str, Any] = {"n_trials": n_trials, "counts": counts, "sharpe_source": source,
-                           "trials_sharpe_variance_daily": None, "expected_max_sharpe_daily": None, "best": None,
-                           "reason": ""}
+    source, scored = (
+        ("ledger", scored_ledger) if len(scored_ledger) >= len(scored_exp) else ("dvc exp show", scored_exp)
+    )
+    out: dict[str, Any] = {
+        "n_trials": n_trials,
+        "counts": counts,
+        "sharpe_source": source,
+        "trials_sharpe_variance_daily": None,
+        "expected_max_sharpe_daily": None,
+        "best": None,
+        "reason": "",
+    }
     if not scored:
         out["reason"] = "no finished run with a Sharpe ratio (run the pipeline first)"
         return out
@@ -175,18 +206,34 @@ def summarize(exp_trials: list[dict[str, Any]], ledger: list[dict[str, Any]]) ->
     ppy = best.get("periods_per_year") or 252
     psr = probabilistic_sharpe_ratio(best["sharpe_daily"], int(best["n"]), best["skew"], best["kurtosis"])
     dsr = deflated_sharpe_ratio(best["sharpe_daily"], int(best["n"]), best["skew"], best["kurtosis"], n_trials, var)
-    out["best"] = {"name": best["name"], "rev": best["rev"], "sharpe_annual": best["sharpe_daily"] * math.sqrt(ppy),
-                   "sharpe_daily": best["sharpe_daily"], "n": int(best["n"]), "skew": best["skew"],
-                   "kurtosis": best["kurtosis"], "psr": psr.value, "psr_reason": psr.reason, "dsr": dsr.value,
-                   "dsr_reason": dsr.reason,
-                   "expected_max_sharpe_annual": sr0.value * math.sqrt(ppy) if sr0.value is not None else None}
+    out["best"] = {
+        "name": best["name"],
+        "rev": best["rev"],
+        "sharpe_annual": best["sharpe_daily"] * math.sqrt(ppy),
+        "sharpe_daily": best["sharpe_daily"],
+        "n": int(best["n"]),
+        "skew": best["skew"],
+        "kurtosis": best["kurtosis"],
+        "psr": psr.value,
+        "psr_reason": psr.reason,
+        "dsr": dsr.value,
+        "dsr_reason": dsr.reason,
+        "expected_max_sharpe_annual": sr0.value * math.sqrt(ppy) if sr0.value is not None else None,
+    }
     if len(srs) < 2:
         out["reason"] = "one scored trial: no variance of Sharpe ratios, the DSR equals the PSR"
-    out["table"] = sorted(({k: t.get(k) for k in ("name", "rev", "kind", "state")}
-                           | {"sharpe_annual": None if t["sharpe_daily"] is None
-                              else t["sharpe_daily"] * math.sqrt(t.get("periods_per_year") or 252)}
-                           for t in exp_trials), key=lambda t: -(t["sharpe_annual"] if t["sharpe_annual"] is not None
-                                                                  else -math.inf))
+    out["table"] = sorted(
+        (
+            {k: t.get(k) for k in ("name", "rev", "kind", "state")}
+            | {
+                "sharpe_annual": None
+                if t["sharpe_daily"] is None
+                else t["sharpe_daily"] * math.sqrt(t.get("periods_per_year") or 252)
+            }
+            for t in exp_trials
+        ),
+        key=lambda t: -(t["sharpe_annual"] if t["sharpe_annual"] is not None else -math.inf),
+    )
     return out
 
 
@@ -196,10 +243,14 @@ def _fmt(x: float | None, f: str = ".2f") -> str:
 
 def table(summary: dict[str, Any]) -> str:
     c = summary["counts"]
-    lines = [(f"trials: {summary['n_trials']} (dvc exp: {c['experiments_total']} = {c['baselines']} baseline(s), "
-             f"{c['success']} run, {c['failed']} failed, {c['queued']} queued, {c['running']} running, "
-             f"{c['workspace']} workspace; ledger: {c['ledger_distinct_params']} distinct params "
-             f"in {c['ledger_runs']} runs)")]
+    lines = [
+        (
+            f"trials: {summary['n_trials']} (dvc exp: {c['experiments_total']} = {c['baselines']} baseline(s), "
+            f"{c['success']} run, {c['failed']} failed, {c['queued']} queued, {c['running']} running, "
+            f"{c['workspace']} workspace; ledger: {c['ledger_distinct_params']} distinct params "
+            f"in {c['ledger_runs']} runs)"
+        )
+    ]
     b = summary["best"]
     if b is None:
         lines.append(summary["reason"])
@@ -207,7 +258,9 @@ def table(summary: dict[str, Any]) -> str:
     lines.append(f"{'experiment':<24}{'state':<10}{'Sharpe':>8}")
     for t in summary.get("table", [])[:10]:
         lines.append(f"{t['name'][:23]:<24}{t['state']:<10}{_fmt(t['sharpe_annual']):>8}")
-    lines.append(f"best: {b['name']} Sharpe {_fmt(b['sharpe_annual'])} over {b['n']} sessions; "
-                 f"PSR {_fmt(b['psr'], '.3f')}; expected best of {summary['n_trials']} skill-less trials "
-                 f"{_fmt(b['expected_max_sharpe_annual'])}; DSR {_fmt(b['dsr'], '.3f')}")
+    lines.append(
+        f"best: {b['name']} Sharpe {_fmt(b['sharpe_annual'])} over {b['n']} sessions; "
+        f"PSR {_fmt(b['psr'], '.3f')}; expected best of {summary['n_trials']} skill-less trials "
+        f"{_fmt(b['expected_max_sharpe_annual'])}; DSR {_fmt(b['dsr'], '.3f')}"
+    )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """The verdict, its metrics file and the short table that evaluate prints: read from `metrics.json`'s sections."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,11 +34,11 @@ def verdict(m: dict[str, Any], alpha: float) -> str:
     if p is None:
         text = "undefined: the strategy's returns equal buy-and-hold's (it never left the market)"
     elif p < alpha and mean is not None and mean > 0:
-        text = (f"the strategy beats buy-and-hold after costs by {_pct(mean)} a year "
-                f"(p = {p:.3f} < {alpha})")
+        text = f"the strategy beats buy-and-hold after costs by {_pct(mean)} a year (p = {p:.3f} < {alpha})"
     else:
-        text = (f"no evidence that the model adds anything over buy-and-hold after costs "
-                f"({_pct(mean)} a year, p = {p:.2f})")
+        text = (
+            f"no evidence that the model adds anything over buy-and-hold after costs ({_pct(mean)} a year, p = {p:.2f})"
+        )
     ic = m["predictions"]["ic"]
     if ic is not None and ic > LEAK_IC:
         text += f"; IC {ic:.3f} is implausibly high: look for look-ahead before trusting it"
@@ -56,11 +57,15 @@ def summary_table(m: dict[str, Any], books: dict[str, str], alpha: float) -> str
     for key, label in books.items():
         s = m[key]
         sharpe = f"{_num(s['sharpe'])} ({_num(s['sharpe_pvalue'])})"
-        rows.append(f"{label:<20}{_pct(s['total_return']):>9}{_pct(s['cagr']):>9}  {sharpe:<14}"
-                    f"{_pct(s['max_drawdown']):>9}{s['n_trades']:>8}")
+        rows.append(
+            f"{label:<20}{_pct(s['total_return']):>9}{_pct(s['cagr']):>9}  {sharpe:<14}"
+            f"{_pct(s['max_drawdown']):>9}{s['n_trades']:>8}"
+        )
     q = m["predictions"]
-    rows.append(f"IC {_num(q['ic'], '.3f')} (p {_num(q['ic_pvalue'])}), directional accuracy "
-                f"{_pct(q['directional_accuracy'])} vs {_pct(q['naive_accuracy'])} naive "
-                f"(p {_num(q['directional_pvalue'])})")
+    rows.append(
+        f"IC {_num(q['ic'], '.3f')} (p {_num(q['ic_pvalue'])}), directional accuracy "
+        f"{_pct(q['directional_accuracy'])} vs {_pct(q['naive_accuracy'])} naive "
+        f"(p {_num(q['directional_pvalue'])})"
+    )
     rows.append(f"verdict: {verdict(m, alpha)}")
     return "\n".join(rows)

@@ -17,11 +17,12 @@ The contract of the loop (lib/ml/fit.py) under DDP:
   learning rate needs no rescaling.
 * every rank shuffles with the same seeded generator, so the shards are disjoint, cover the
   epoch and are the same on every run; ranks other than 0 draw their own dropout masks.
-* the train loss is all-reduced; validation is computed on every rank and rank 0's value is
-  broadcast, so early stopping decides the same on every rank.
+* the train loss is all-reduced; the early-stopping (val) loss is computed on every rank and
+  rank 0's value is broadcast, so early stopping decides the same on every rank.
 * rank 0 alone writes: model files, resume state, curves and dvclive; it also holds the resume
   state, which it broadcasts (with every rank's RNG state) to the others.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -112,7 +113,7 @@ def micro_batches(step_rows: torch.Tensor, size: int) -> list[tuple[torch.Tensor
     micro-batches of `size`, each with the number of its rows that count. A rank left without
     a row (a last step with fewer rows than ranks) gets one row that counts 0, so that it still
     joins the gradient all-reduce."""
-    mine = step_rows[rank()::world_size()]
+    mine = step_rows[rank() :: world_size()]
     if len(mine) == 0:
         return [(step_rows[:1], 0)]
     return [(rows, len(rows)) for rows in mine.split(size)]

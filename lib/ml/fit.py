@@ -1,4 +1,4 @@
-"""The torch training loop: seeds and devices, mixed precision, LR schedules with warm-up,
+"""The torch training loop: seeds and devices, mixed precision, the LR schedule (lib/ml/schedule.py),
 gradient accumulation, early stopping, a tqdm bar, and per-epoch resumable state.
 
 Resumable state lives in a cache folder (`RunCache`) that the train stage keys by the params
@@ -7,6 +7,7 @@ so a run killed at any point resumes from the last completed epoch and ends with
 bits as an uninterrupted run on CPU (model, optimizer, schedule, grad scaler, both RNGs and
 the early-stopping state are all restored).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,6 +35,7 @@ from lib.errors import PipelineError
 from lib.io import write_bytes
 from lib.ml import distributed
 from lib.ml.panel import windows
+from lib.ml.schedule import Schedule
 from lib.params import result_params
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,16 @@ EVAL_BATCH = 4096
 
 
 # The training code (lib/) and the variables that change which kernels run: part of the resume key.
-TRAINING_CODE = ("fit.py", "models.py", "trainer.py", "distributed.py", "panel.py")
-KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE",
-              "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "NPY_DISABLE_CPU_FEATURES")
+TRAINING_CODE = ("fit.py", "schedule.py", "models.py", "trainer.py", "distributed.py", "panel.py")
+KERNEL_ENV = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ONEDNN_DEFAULT_FPMATH_MODE",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_CBWR",
+    "NPY_DISABLE_CPU_FEATURES",
+)
 
 
 def openmp_static() -> None:
@@ -109,9 +118,12 @@ def runtime_fingerprint() -> dict[str, str]:
     with contextlib.suppress(OSError):
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         cpu = " | ".join(next((ln for ln in lines if ln.startswith(k)), "") for k in ("model name", "flags"))
-    return {"code": code, "cpu": hashlib.sha256(cpu.encode()).hexdigest()[:16],
-            "capability": torch.backends.cpu.get_cpu_capability(),
-            **{k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
+    return {
+        "code": code,
+        "cpu": hashlib.sha256(cpu.encode()).hexdigest()[:16],
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        **{k: os.environ[k] for k in KERNEL_ENV if k in os.environ},
+    }
 
 
 def resolve_device(name: str) -> torch.device:
@@ -172,54 +184,6 @@ def loss_fn(cfg: dict[str, Any]) -> nn.Module:
     return nn.HuberLoss(delta=cfg["huber_delta"]) if cfg["loss"] == "huber" else nn.MSELoss()
 
 
-class Schedule:
-    """Learning rate per epoch: constant | cosine | onecycle | plateau, times a linear warm-up.
-
-    Closed forms of the epoch (no recursion), so a resumed run sets exactly the same rates.
-    onecycle rises from lr/25 to lr over the first 30 % of epochs, then falls to lr/1e4;
-    plateau multiplies the rate by `plateau_factor` after `plateau_patience` epochs without a
-    better validation loss. Warm-up scales epoch e < warmup_epochs by (e+1)/(warmup_epochs+1)."""
-
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        self.cfg = cfg
-        self.scale, self.bad, self.best = 1.0, 0, math.inf
-
-    def lr(self, epoch: int) -> float:
-        c = self.cfg
-        kind, total = c["lr_schedule"], c["epochs"]
-        if kind == "cosine":
-            f = 0.5 * (1.0 + math.cos(math.pi * epoch / total))
-        elif kind == "onecycle":
-            up = max(1, round(0.3 * total))
-            if epoch < up:
-                f = 1 / 25 + (1 - 1 / 25) * 0.5 * (1.0 - math.cos(math.pi * epoch / up))
-            else:
-                f = 1e-4 + (1 - 1e-4) * 0.5 * (1.0 + math.cos(math.pi * (epoch - up) / max(1, total - 1 - up)))
-        elif kind == "plateau":
-            f = self.scale
-        else:
-            f = 1.0
-        if epoch < c["warmup_epochs"]:
-            f *= (epoch + 1) / (c["warmup_epochs"] + 1)
-        return c["lr"] * f
-
-    def observe(self, val_loss: float) -> None:
-        if self.cfg["lr_schedule"] != "plateau" or not math.isfinite(val_loss):
-            return
-        if val_loss < self.best:
-            self.best, self.bad = val_loss, 0
-        else:
-            self.bad += 1
-            if self.bad >= self.cfg["plateau_patience"]:
-                self.scale, self.bad = self.scale * self.cfg["plateau_factor"], 0
-
-    def state_dict(self) -> dict[str, float]:
-        return {"scale": self.scale, "bad": self.bad, "best": self.best}
-
-    def load_state_dict(self, s: dict[str, float]) -> None:
-        self.scale, self.bad, self.best = s["scale"], int(s["bad"]), s["best"]
-
-
 def torch_bytes(obj: Any) -> bytes:
     """torch.save to memory: torch.save names the archive after the file it writes to, so saving
     straight to a temporary file would put a random name in the bytes."""
@@ -249,8 +213,12 @@ class RunCache:
         of other configs are removed."""
         kept = result_params(params)
         what = {s: kept[s] for s in ("model", "train", "walk_forward")} | {
-            "data": data_hash, "device": device, "torch": str(torch.__version__),
-            "world_size": distributed.world_size(), "runtime": runtime_fingerprint()}
+            "data": data_hash,
+            "device": device,
+            "torch": str(torch.__version__),
+            "world_size": distributed.world_size(),
+            "runtime": runtime_fingerprint(),
+        }
         folder = root / hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
         for stale in root.glob("*") if root.is_dir() else []:
             if stale != folder:
@@ -281,7 +249,7 @@ def predict_scaled(model: nn.Module, x: torch.Tensor, rows: torch.Tensor, seq_le
     parts = []
     with amp.autocast():
         for b in range(0, len(rows), EVAL_BATCH):
-            parts.append(model(windows(x, rows[b:b + EVAL_BATCH], seq_len)).float())
+            parts.append(model(windows(x, rows[b : b + EVAL_BATCH], seq_len)).float())
     return torch.cat(parts) if parts else torch.empty(0, device=x.device)
 
 
@@ -289,105 +257,206 @@ def _clone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-def fit_torch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fit_rows: torch.Tensor, val_rows: torch.Tensor,
-              seq_len: int, cfg: dict[str, Any], amp: Amp, tag: str, on_epoch: Callable[[EpochLog], None],
-              seed: int, epochs: int | None = None, cache: RunCache | None = None) -> tuple[int, float, int]:
-    """Train; with validation rows, stop early and reload the best epoch's weights; without
-    (a refit), run exactly `epochs` epochs and keep the last weights.
+class _TorchFit:
+    """One `fit_torch` run: the model and its rows, the optimiser and schedule, and the resumable
+    early-stopping state (best loss, epoch and weights so far; the next epoch; done; the history).
+    The early-stopping rows are `val_rows` (none: a refit for a fixed number of epochs)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        fit_rows: torch.Tensor,
+        val_rows: torch.Tensor,
+        seq_len: int,
+        cfg: dict[str, Any],
+        amp: Amp,
+        seed: int,
+        n_epochs: int,
+    ) -> None:
+        self.model, self.x, self.y, self.fit_rows, self.val_rows = model, x, y, fit_rows, val_rows
+        self.seq_len, self.cfg, self.amp, self.n_epochs = seq_len, cfg, amp, n_epochs
+        self.early_stopping = len(val_rows) > 0
+        self.gen = torch.Generator().manual_seed(seed)
+        self.net = distributed.wrap(model)
+        self.world = distributed.world_size()
+        self.opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        self.schedule = Schedule(cfg)
+        self.lossf = loss_fn(cfg)
+        self.micro = math.ceil(cfg["batch_size"] / self.world)  # a rank's share of a micro-batch
+        self.step_rows = cfg["batch_size"] * cfg["accumulate"]
+        self.best_val, self.best_epoch, self.best_state = math.inf, -1, _clone(model.state_dict())
+        self.next_epoch, self.done, self.history = 0, False, []
+
+    def resume(self, saved: dict[str, Any], tag: str, on_epoch: Callable[[EpochLog], None]) -> None:
+        """Restore the state `resume_state` saved, then replay its epochs' logs (as cached)."""
+        self.model.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["opt"])
+        self.schedule.load_state_dict(saved["schedule"])
+        if saved["scaler"]:
+            self.amp.scaler.load_state_dict(saved["scaler"])
+        self.gen.set_state(saved["gen"])
+        torch.set_rng_state(saved["rng"][distributed.rank()])
+        if self.x.device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"][distributed.rank()], self.x.device)
+        self.best_val, self.best_epoch, self.best_state = saved["best_val"], saved["best_epoch"], saved["best_state"]
+        self.next_epoch, self.done, self.history = saved["next_epoch"], saved["done"], saved["history"]
+        log.info("resumed %s at epoch %d%s", tag, self.next_epoch, " (finished)" if self.done else "")
+        for h in self.history:
+            on_epoch(EpochLog(**{**h, "seconds": math.nan, "samples_per_s": math.nan, "cached": True}))
+
+    def run_epoch(self, epoch: int, tag: str, interactive: bool, on_epoch: Callable[[EpochLog], None]) -> None:
+        """Train one epoch, take the early-stopping loss, log it, and update the bookkeeping."""
+        t0 = time.perf_counter()
+        lr = self.schedule.lr(epoch)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        train_loss = self._train_epoch(interactive)
+        val_loss = self._val_loss()
+        if not math.isfinite(train_loss) or (self.early_stopping and not math.isfinite(val_loss)):
+            raise PipelineError(
+                f"train: loss is not finite in {tag} epoch {epoch}; lower train.lr or set train.grad_clip"
+            )
+        seconds = time.perf_counter() - t0
+        entry = EpochLog(
+            tag,
+            epoch,
+            train_loss,
+            val_loss,
+            lr,
+            seconds,
+            len(self.fit_rows) / seconds,
+            self.amp.name,
+            self.amp.loss_scale(),
+        )
+        on_epoch(entry)
+        self.history.append({k: v for k, v in asdict(entry).items() if k not in ("seconds", "samples_per_s", "cached")})
+        self._end_epoch(epoch, val_loss)
+
+    def _train_epoch(self, interactive: bool) -> float:
+        """One pass over the fit rows in a fresh order; the mean train loss over every rank."""
+        self.net.train()
+        n = len(self.fit_rows)
+        order = self.fit_rows[torch.randperm(n, generator=self.gen).to(self.fit_rows.device)]
+        total = torch.zeros((), device=self.x.device)
+        with tqdm(total=n, unit="sample", leave=False, disable=not interactive) as batches:
+            for g in range(0, n, self.step_rows):
+                group_rows = order[g : g + self.step_rows]
+                self._accumulate_gradients(group_rows, total)
+                batches.update(len(group_rows))
+                self._optimizer_step()
+        return float(distributed.all_reduce_sum(total)) / n
+
+    def _accumulate_gradients(self, group_rows: torch.Tensor, total: torch.Tensor) -> None:
+        """The gradients of one optimizer step's rows, micro-batch by micro-batch, each micro-batch's
+        mean loss weighted by its share of the step's rows; adds the summed loss to `total`."""
+        parts = distributed.micro_batches(group_rows, self.micro)
+        self.opt.zero_grad(set_to_none=True)
+        for i, (rows, counted) in enumerate(parts):
+            with distributed.no_sync(self.net, accumulate=i < len(parts) - 1):
+                with self.amp.autocast():
+                    loss = self.lossf(self.net(windows(self.x, rows, self.seq_len)).float(), self.y[rows])
+                share = counted * self.world / len(group_rows)
+                self.amp.scaler.scale(loss if share == 1 else loss * share).backward()
+            total += loss.detach() * counted
+
+    def _optimizer_step(self) -> None:
+        self.amp.scaler.unscale_(self.opt)
+        if self.cfg["grad_clip"] > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
+        self.amp.scaler.step(self.opt)
+        self.amp.scaler.update()
+
+    def _val_loss(self) -> float:
+        """The loss on the early-stopping rows (NaN without them). Every rank computes it; rank 0's
+        value decides early stopping everywhere."""
+        if not self.early_stopping:
+            return math.nan
+        pred = predict_scaled(self.model, self.x, self.val_rows, self.seq_len, self.amp)
+        return distributed.broadcast(float(self.lossf(pred, self.y[self.val_rows])))
+
+    def _end_epoch(self, epoch: int, val_loss: float) -> None:
+        """The plateau schedule, the best epoch so far (its weights kept), and whether to stop."""
+        self.schedule.observe(val_loss)
+        if not self.early_stopping:
+            self.best_epoch, self.best_val = epoch, math.nan
+        elif val_loss < self.best_val:
+            self.best_val, self.best_epoch, self.best_state = val_loss, epoch, _clone(self.model.state_dict())
+        self.next_epoch = epoch + 1
+        self.done = epoch + 1 >= self.n_epochs or (
+            self.early_stopping and epoch - self.best_epoch >= self.cfg["patience"]
+        )
+
+    def resume_state(self) -> dict[str, Any]:
+        """Everything `resume` restores, after the last completed epoch; the RNG states of every rank, in rank order."""
+        cuda = self.x.device.type == "cuda"
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.amp.scaler.state_dict(),
+            "gen": self.gen.get_state(),
+            "rng": distributed.all_gather(torch.get_rng_state()),
+            "cuda_rng": distributed.all_gather(torch.cuda.get_rng_state(self.x.device)) if cuda else None,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "next_epoch": self.next_epoch,
+            "done": self.done,
+            "history": self.history,
+        }
+
+    def finish(self) -> tuple[int, float, int]:
+        """With early stopping, reload the best epoch's weights; (best_epoch, best_val_loss, epochs_run)."""
+        if self.early_stopping:
+            self.model.load_state_dict(self.best_state)
+        return self.best_epoch, self.best_val, len(self.history)
+
+
+def fit_torch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    fit_rows: torch.Tensor,
+    val_rows: torch.Tensor,
+    seq_len: int,
+    cfg: dict[str, Any],
+    amp: Amp,
+    tag: str,
+    on_epoch: Callable[[EpochLog], None],
+    seed: int,
+    epochs: int | None = None,
+    cache: RunCache | None = None,
+) -> tuple[int, float, int]:
+    """Train; with early-stopping (val) rows, stop early and reload the best epoch's weights;
+    without (a refit), run exactly `epochs` epochs and keep the last weights.
 
     One optimizer step per `batch_size * accumulate` rows; each micro-batch's mean loss is
     weighted by its share of the step's rows, so the step equals one on the large batch.
     Under torchrun both sizes are global: the ranks split each step's rows (lib/ml/distributed.py).
     Returns (best_epoch, best_val_loss, epochs_run)."""
     cache = cache or RunCache(None)
-    validate = len(val_rows) > 0
-    n_epochs = epochs if epochs is not None else cfg["epochs"]
-    gen = torch.Generator().manual_seed(seed)
-    net = distributed.wrap(model)
-    world = distributed.world_size()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    schedule = Schedule(cfg)
-    lossf = loss_fn(cfg)
-    n, micro = len(fit_rows), math.ceil(cfg["batch_size"] / world)  # a rank's share of a micro-batch
-    step_rows = cfg["batch_size"] * cfg["accumulate"]
-    best_val, best_epoch, best_state = math.inf, -1, _clone(model.state_dict())
-    start_epoch, done, history = 0, False, []
+    run = _TorchFit(
+        model, x, y, fit_rows, val_rows, seq_len, cfg, amp, seed, epochs if epochs is not None else cfg["epochs"]
+    )
     distributed.seed_rank(seed)
     saved = distributed.broadcast(cache.load(tag))  # rank 0 holds the resume state
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        schedule.load_state_dict(saved["schedule"])
-        if saved["scaler"]:
-            amp.scaler.load_state_dict(saved["scaler"])
-        gen.set_state(saved["gen"])
-        torch.set_rng_state(saved["rng"][distributed.rank()])
-        if x.device.type == "cuda" and saved.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"][distributed.rank()], x.device)
-        best_val, best_epoch, best_state = saved["best_val"], saved["best_epoch"], saved["best_state"]
-        start_epoch, done, history = saved["next_epoch"], saved["done"], saved["history"]
-        log.info("resumed %s at epoch %d%s", tag, start_epoch, " (finished)" if done else "")
-        for h in history:
-            on_epoch(EpochLog(**{**h, "seconds": math.nan, "samples_per_s": math.nan, "cached": True}))
+        run.resume(saved, tag, on_epoch)
     interactive = sys.stderr.isatty() and distributed.is_main()
-    with tqdm(total=n_epochs, initial=start_epoch, desc=tag, unit="epoch", disable=not interactive or done,
-              leave=False) as bar:
-        for epoch in range(start_epoch, n_epochs):
-            if done:
+    with tqdm(
+        total=run.n_epochs,
+        initial=run.next_epoch,
+        desc=tag,
+        unit="epoch",
+        disable=not interactive or run.done,
+        leave=False,
+    ) as bar:
+        for epoch in range(run.next_epoch, run.n_epochs):
+            if run.done:
                 break
-            t0 = time.perf_counter()
-            lr = schedule.lr(epoch)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            net.train()
-            order = fit_rows[torch.randperm(n, generator=gen).to(fit_rows.device)]
-            total = torch.zeros((), device=x.device)
-            with tqdm(total=n, unit="sample", leave=False, disable=not interactive) as batches:
-                for g in range(0, n, step_rows):
-                    group_rows = order[g:g + step_rows]
-                    parts = distributed.micro_batches(group_rows, micro)
-                    opt.zero_grad(set_to_none=True)
-                    for i, (rows, counted) in enumerate(parts):
-                        with distributed.no_sync(net, accumulate=i < len(parts) - 1):
-                            with amp.autocast():
-                                loss = lossf(net(windows(x, rows, seq_len)).float(), y[rows])
-                            share = counted * world / len(group_rows)
-                            amp.scaler.scale(loss if share == 1 else loss * share).backward()
-                        total += loss.detach() * counted
-                    batches.update(len(group_rows))
-                    amp.scaler.unscale_(opt)
-                    if cfg["grad_clip"] > 0:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-                    amp.scaler.step(opt)
-                    amp.scaler.update()
-            train_loss = float(distributed.all_reduce_sum(total)) / n
-            val_loss = math.nan
-            if validate:  # every rank computes it; rank 0's value decides early stopping everywhere
-                pred = predict_scaled(model, x, val_rows, seq_len, amp)
-                val_loss = distributed.broadcast(float(lossf(pred, y[val_rows])))
-            if not math.isfinite(train_loss) or (validate and not math.isfinite(val_loss)):
-                raise PipelineError(f"train: loss is not finite in {tag} epoch {epoch}; "
-                                    "lower train.lr or set train.grad_clip")
-            seconds = time.perf_counter() - t0
-            entry = EpochLog(tag, epoch, train_loss, val_loss, lr, seconds, n / seconds, amp.name, amp.loss_scale())
-            on_epoch(entry)
-            history.append({k: v for k, v in asdict(entry).items() if k not in ("seconds", "samples_per_s", "cached")})
-            schedule.observe(val_loss)
-            if not validate:
-                best_epoch, best_val = epoch, math.nan
-            elif val_loss < best_val:
-                best_val, best_epoch, best_state = val_loss, epoch, _clone(model.state_dict())
-            done = epoch + 1 >= n_epochs or (validate and epoch - best_epoch >= cfg["patience"])
-            cache.save(tag, {  # the RNG states of every rank, in rank order
-                "model": model.state_dict(), "opt": opt.state_dict(), "schedule": schedule.state_dict(),
-                "scaler": amp.scaler.state_dict(), "gen": gen.get_state(),
-                "rng": distributed.all_gather(torch.get_rng_state()),
-                "cuda_rng": distributed.all_gather(torch.cuda.get_rng_state(x.device)) if x.device.type == "cuda"
-                else None,
-                "best_val": best_val, "best_epoch": best_epoch, "best_state": best_state,
-                "next_epoch": epoch + 1, "done": done, "history": history})
+            run.run_epoch(epoch, tag, interactive, on_epoch)
+            cache.save(tag, run.resume_state())
             bar.update(1)
-    if validate:
-        model.load_state_dict(best_state)
-    epochs_run = len(history)
-    return best_epoch, best_val, epochs_run
+    return run.finish()

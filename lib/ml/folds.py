@@ -1,4 +1,5 @@
 """Walk-forward folds on the session calendar, with purge and embargo before each test window."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -8,7 +9,14 @@ import pandas as pd
 
 from lib.errors import PipelineError
 
+# Floors on a fold's split, not params keys: they decide which configs run at all and, through
+# n_val, every fold's fit/val boundary. No recorded source: sanity floors set with the first
+# walk-forward code (commit d85a19c), kept as they are.
+# A fold must keep at least 40 fit sessions (about two trading months) after the val tail and the
+# purge; fewer is an error that says how to get more.
 MIN_FIT_SESSIONS = 40
+# The early-stopping (val) tail is walk_forward.val_fraction of the window but never under 5
+# sessions (one trading week), so that short windows still early-stop on more than a day or two.
 MIN_VAL_SESSIONS = 5
 
 
@@ -17,7 +25,7 @@ class Fold:
     """Date bounds (inclusive, ISO strings). `fit` trains, `val` early-stops, `test` is out of sample.
 
     Anchor dates are bounded by the calendar; labels by their end date: a fit label must be
-    realised before `val_start`, a validation label before `labels_before` (the test start,
+    realised before `val_start`, a val (early-stopping) label before `labels_before` (the test start,
     less the embargo). name is `fold_00`, ... or `final` (all labelled data, no test window)."""
 
     name: str
@@ -37,9 +45,10 @@ def _iso(ts: pd.Timestamp) -> str:
     return ts.date().isoformat()
 
 
-def _train_val(name: str, sessions: pd.DatetimeIndex, last: int, cfg: dict[str, Any],
-               test: tuple[str, str, str] | None) -> Fold:
-    """Split sessions [first, last] into fit and a purged validation tail."""
+def _train_val(
+    name: str, sessions: pd.DatetimeIndex, last: int, cfg: dict[str, Any], test: tuple[str, str, str] | None
+) -> Fold:
+    """Split sessions [first, last] into fit and a purged early-stopping (val) tail."""
     first = max(0, last - cfg["train_sessions"] + 1) if cfg["window"] == "rolling" else 0
     n_val = max(MIN_VAL_SESSIONS, round(cfg["val_fraction"] * (last - first + 1)))
     val_start = last - n_val + 1
@@ -48,9 +57,16 @@ def _train_val(name: str, sessions: pd.DatetimeIndex, last: int, cfg: dict[str, 
         raise PipelineError(
             f"walk_forward: {name} has {max(0, fit_end - first + 1)} training sessions (minimum {MIN_FIT_SESSIONS}) "
             f"before {test[0] if test else 'the end'}; lower walk_forward.folds or walk_forward.test_sessions, "
-            "or start the data earlier (data.start)")
-    return Fold(name, _iso(sessions[first]), _iso(sessions[fit_end]), _iso(sessions[val_start]), _iso(sessions[last]),
-                *(test or (None, None, None)))
+            "or start the data earlier (data.start)"
+        )
+    return Fold(
+        name,
+        _iso(sessions[first]),
+        _iso(sessions[fit_end]),
+        _iso(sessions[val_start]),
+        _iso(sessions[last]),
+        *(test or (None, None, None)),
+    )
 
 
 def make_folds(sessions: pd.DatetimeIndex, labelled_end: pd.Timestamp, cfg: dict[str, Any]) -> list[Fold]:
@@ -65,7 +81,8 @@ def make_folds(sessions: pd.DatetimeIndex, labelled_end: pd.Timestamp, cfg: dict
     if k * size >= n:
         raise PipelineError(
             f"walk_forward: folds x test_sessions = {k * size} sessions, but the features span only {n}; "
-            "lower walk_forward.folds or walk_forward.test_sessions")
+            "lower walk_forward.folds or walk_forward.test_sessions"
+        )
     folds = []
     for i in range(k):
         start = n - (k - i) * size

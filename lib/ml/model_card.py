@@ -1,5 +1,6 @@
 """A short model card (markdown) for the final model: what it is, what it was trained on, how
-each walk-forward fold did on its validation rows and out of sample."""
+each walk-forward fold did on its early-stopping (val) rows and out of sample."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,8 +10,11 @@ import pandas as pd
 from scipy import stats
 
 SHARED = ("hidden", "layers", "dropout", "seq_len", "ensemble")
-BY_ARCH = {"transformer": ("heads", "ff_size"), "ridge": ("ridge_alpha",),
-           "gbm": ("gbm_max_iter", "gbm_learning_rate", "gbm_max_leaf_nodes", "gbm_min_samples_leaf", "gbm_l2")}
+BY_ARCH = {
+    "transformer": ("heads", "ff_size"),
+    "ridge": ("ridge_alpha",),
+    "gbm": ("gbm_max_iter", "gbm_learning_rate", "gbm_max_leaf_nodes", "gbm_min_samples_leaf", "gbm_l2"),
+}
 
 
 def rank_ic(pred: np.ndarray, label: np.ndarray) -> float | None:
@@ -33,9 +37,11 @@ def model_card(final: dict[str, Any], folds: list[dict[str, Any]], preds: pd.Dat
     for i, ck in enumerate(folds):
         p = preds[preds["fold"] == i]
         f = ck["fold"]
-        rows.append(f"| {f['name']} | {f['fit_start']}..{f['fit_end']} | {f['test_start']}..{f['test_end']} | "
-                    f"{_fmt(ck['best_val_loss'])} | {_fmt(ck['best_epoch'])} | "
-                    f"{_fmt(rank_ic(p['prediction'].to_numpy(float), p['label'].to_numpy(float)))} |")
+        rows.append(
+            f"| {f['name']} | {f['fit_start']}..{f['fit_end']} | {f['test_start']}..{f['test_end']} | "
+            f"{_fmt(ck['best_val_loss'])} | {_fmt(ck['best_epoch'])} | "
+            f"{_fmt(rank_ic(p['prediction'].to_numpy(float), p['label'].to_numpy(float)))} |"
+        )
     on = final["trained_on"]
     lines = [
         f"# Model card: {m['arch']}" + (f" ensemble of {m['ensemble']}" if m["ensemble"] > 1 else ""),
@@ -45,20 +51,29 @@ def model_card(final: dict[str, Any], folds: list[dict[str, Any]], preds: pd.Dat
         + (f" over a {final['seq_len']}-session window." if final["family"] == "torch" else " of the anchor date."),
         "Load it with `lib.ml.trainer.load_checkpoint` (or `torch.load(path, weights_only=True)`).",
         "",
-        "| | |", "|---|---|",
+        "| | |",
+        "|---|---|",
         f"| architecture | {m['arch']} ({final['family']}) |",
         *(f"| model.{k} | {m[k]} |" for k in keys),
-        (f"| training | loss {t['loss']}, lr {t['lr']} {t['lr_schedule']}, batch {t['batch_size']}"
-        f" x {t['accumulate']}, seed {t['seed']} |"),
+        (
+            f"| training | loss {t['loss']}, lr {t['lr']} {t['lr_schedule']}, batch {t['batch_size']}"
+            f" x {t['accumulate']}, seed {t['seed']} |"
+        ),
         f"| final model fit on | {on['start']}..{on['end']} ({on['rows']} rows; "
-        + ("refit on all labelled rows for the epochs validation chose" if final["final_refit"]
-           else "fit rows only, before its validation tail") + ") |",
+        + (
+            "refit on all labelled rows for the epochs validation chose"
+            if final["final_refit"]
+            else "fit rows only, before its validation tail"
+        )
+        + ") |",
         f"| epochs | {final['member_best_epoch']} best of at most {t['epochs']} |",
         f"| features sha256 | `{final['data_hash']}` |",
         f"| device, precision | {final['device']}, {final['amp_dtype']}, torch {final['torch']} |",
         "",
-        ("Walk-forward folds (out-of-sample rank IC: pooled Spearman of prediction and label on the test window;"
-        " its significance is in `reports/metrics.json`):"),
+        (
+            "Walk-forward folds (out-of-sample rank IC: pooled Spearman of prediction and label on the test window;"
+            " its significance is in `reports/metrics.json`):"
+        ),
         "",
         "| fold | fit | test | validation loss | best epoch | test rank IC |",
         "|---|---|---|---|---|---|",

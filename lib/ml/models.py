@@ -9,11 +9,12 @@ Every model, torch network or scikit-learn baseline, is a `Model`:
     m = restore(model_cfg, state, n_features=..., seq_len=...)
 
 `data` is a `FoldData`: the scaled feature table, standardised labels, and the fit and
-validation anchor rows (validation empty: a refit for a fixed number of epochs). The neural
+early-stopping (val) anchor rows (none: a refit for a fixed number of epochs). The neural
 models see a window of `seq_len` rows ending at the anchor; ridge and gbm see the anchor
 row's standardised features only. Params reach a class as keyword arguments, picked by name
 from its signature. `Ensemble` averages members trained with seeds seed, seed+1, ...
 """
+
 from __future__ import annotations
 
 import inspect
@@ -63,8 +64,12 @@ class ALSTMRegressor(nn.Module):
         super().__init__()
         self.inp = nn.Sequential(nn.Linear(n_features, hidden), nn.Tanh())
         self.lstm = nn.LSTM(hidden, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
-        self.att = nn.Sequential(nn.Linear(hidden, max(1, hidden // 2)), nn.Dropout(dropout), nn.Tanh(),
-                                 nn.Linear(max(1, hidden // 2), 1, bias=False))
+        self.att = nn.Sequential(
+            nn.Linear(hidden, max(1, hidden // 2)),
+            nn.Dropout(dropout),
+            nn.Tanh(),
+            nn.Linear(max(1, hidden // 2), 1, bias=False),
+        )
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(2 * hidden, 1)
 
@@ -79,8 +84,9 @@ class TransformerRegressor(nn.Module):
     """A small pre-norm transformer encoder over the window, with sinusoidal positions; the last
     position's output feeds a linear head."""
 
-    def __init__(self, n_features: int, hidden: int, layers: int, dropout: float, heads: int, ff_size: int,
-                 seq_len: int) -> None:
+    def __init__(
+        self, n_features: int, hidden: int, layers: int, dropout: float, heads: int, ff_size: int, seq_len: int
+    ) -> None:
         super().__init__()
         self.inp = nn.Linear(n_features, hidden)
         pos = torch.arange(seq_len, dtype=torch.float32).unsqueeze(1)
@@ -95,12 +101,16 @@ class TransformerRegressor(nn.Module):
         self.head = nn.Linear(hidden, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(self.inp(x) + self.pe[-x.shape[1]:])
+        h = self.encoder(self.inp(x) + self.pe[-x.shape[1] :])
         return self.head(self.norm(h[:, -1])).squeeze(-1)
 
 
-NETS: dict[str, type[nn.Module]] = {"lstm": LSTMRegressor, "gru": GRURegressor, "alstm": ALSTMRegressor,
-                                    "transformer": TransformerRegressor}
+NETS: dict[str, type[nn.Module]] = {
+    "lstm": LSTMRegressor,
+    "gru": GRURegressor,
+    "alstm": ALSTMRegressor,
+    "transformer": TransformerRegressor,
+}
 
 
 def _kwargs(fn: Callable[..., Any], available: dict[str, Any]) -> dict[str, Any]:
@@ -135,8 +145,15 @@ class Model:
 
     family: ClassVar[str]
 
-    def fit(self, data: FoldData, *, tag: str, on_epoch: Callable[[EpochLog], None], cache: RunCache | None = None,
-            epochs: int | None = None) -> FitResult:
+    def fit(
+        self,
+        data: FoldData,
+        *,
+        tag: str,
+        on_epoch: Callable[[EpochLog], None],
+        cache: RunCache | None = None,
+        epochs: int | None = None,
+    ) -> FitResult:
         raise NotImplementedError
 
     def predict(self, x: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
@@ -151,17 +168,44 @@ class TorchModel(Model):
 
     family = "torch"
 
-    def __init__(self, model_cfg: dict[str, Any], train_cfg: dict[str, Any], *, n_features: int, seq_len: int,
-                 seed: int, amp: Amp) -> None:
+    def __init__(
+        self,
+        model_cfg: dict[str, Any],
+        train_cfg: dict[str, Any],
+        *,
+        n_features: int,
+        seq_len: int,
+        seed: int,
+        amp: Amp,
+    ) -> None:
         self.train_cfg, self.seq_len, self.seed, self.amp = train_cfg, seq_len, seed, amp
         torch.manual_seed(seed)
         self.net = build_net(model_cfg, n_features, seq_len).to(amp.device)
 
-    def fit(self, data: FoldData, *, tag: str, on_epoch: Callable[[EpochLog], None], cache: RunCache | None = None,
-            epochs: int | None = None) -> FitResult:
-        best_epoch, best_val, run = fit_torch(self.net, data.x, data.y, data.fit_rows, data.val_rows, data.seq_len,
-                                              self.train_cfg, self.amp, tag, on_epoch, seed=self.seed, epochs=epochs,
-                                              cache=cache)
+    def fit(
+        self,
+        data: FoldData,
+        *,
+        tag: str,
+        on_epoch: Callable[[EpochLog], None],
+        cache: RunCache | None = None,
+        epochs: int | None = None,
+    ) -> FitResult:
+        best_epoch, best_val, run = fit_torch(
+            self.net,
+            data.x,
+            data.y,
+            data.fit_rows,
+            data.val_rows,
+            data.seq_len,
+            self.train_cfg,
+            self.amp,
+            tag,
+            on_epoch,
+            seed=self.seed,
+            epochs=epochs,
+            cache=cache,
+        )
         return FitResult(best_epoch, best_val, run)
 
     def predict(self, x: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
@@ -171,8 +215,9 @@ class TorchModel(Model):
         return {"state_dict": {k: v.cpu() for k, v in self.net.state_dict().items()}}
 
     @classmethod
-    def from_state(cls, model_cfg: dict[str, Any], state: dict[str, Any], *, n_features: int, seq_len: int,
-                   amp: Amp) -> TorchModel:
+    def from_state(
+        cls, model_cfg: dict[str, Any], state: dict[str, Any], *, n_features: int, seq_len: int, amp: Amp
+    ) -> TorchModel:
         self = cls.__new__(cls)
         self.train_cfg, self.seq_len, self.seed, self.amp = {}, seq_len, -1, amp
         self.net = build_net(model_cfg, n_features, seq_len)
@@ -193,17 +238,28 @@ class RidgeModel(Model):
         self.alpha, self.threads, self.lossf = model_cfg["ridge_alpha"], train_cfg["threads"], loss_fn(train_cfg)
         self.coef, self.intercept = np.zeros(0), 0.0
 
-    def fit(self, data: FoldData, *, tag: str, on_epoch: Callable[[EpochLog], None], cache: RunCache | None = None,
-            epochs: int | None = None) -> FitResult:
+    def fit(
+        self,
+        data: FoldData,
+        *,
+        tag: str,
+        on_epoch: Callable[[EpochLog], None],
+        cache: RunCache | None = None,
+        epochs: int | None = None,
+    ) -> FitResult:
         from sklearn.linear_model import Ridge
 
         with native_threads(self.threads):  # its BLAS solve rounds by the thread count
-            est = Ridge(alpha=self.alpha).fit(_anchor(data.x, data.fit_rows),
-                                              data.y[data.fit_rows].double().cpu().numpy())
+            est = Ridge(alpha=self.alpha).fit(
+                _anchor(data.x, data.fit_rows), data.y[data.fit_rows].double().cpu().numpy()
+            )
         self.coef, self.intercept = est.coef_.astype(np.float64), float(est.intercept_)
         train = _loss(self.lossf, self.predict(data.x, data.fit_rows), data.y[data.fit_rows])
-        val = _loss(self.lossf, self.predict(data.x, data.val_rows), data.y[data.val_rows]) \
-            if len(data.val_rows) else math.nan
+        val = (
+            _loss(self.lossf, self.predict(data.x, data.val_rows), data.y[data.val_rows])
+            if len(data.val_rows)
+            else math.nan
+        )
         on_epoch(EpochLog(tag, 0, train, val, 0.0, math.nan, math.nan, "float64", 1.0))
         return FitResult(0, val, 1)
 
@@ -230,8 +286,8 @@ TREE_FIELDS = ("feature_idx", "num_threshold", "left", "right", "is_leaf", "valu
 class GBMModel(Model):
     """scikit-learn HistGradientBoostingRegressor on the anchor row's standardised features.
 
-    Early stopping on the fold's own validation rows: boost `gbm_max_iter` rounds, keep the
-    prefix of trees with the lowest validation loss. The trees are saved as plain tensors
+    Early stopping on the fold's own val rows: boost `gbm_max_iter` rounds, keep the
+    prefix of trees with the lowest val loss. The trees are saved as plain tensors
     (node arrays) and evaluated here, so the file loads with weights_only=True."""
 
     family = "sklearn"
@@ -241,15 +297,27 @@ class GBMModel(Model):
         self.trees: dict[str, torch.Tensor] = {}
         self.baseline = 0.0
 
-    def fit(self, data: FoldData, *, tag: str, on_epoch: Callable[[EpochLog], None], cache: RunCache | None = None,
-            epochs: int | None = None) -> FitResult:
+    def fit(
+        self,
+        data: FoldData,
+        *,
+        tag: str,
+        on_epoch: Callable[[EpochLog], None],
+        cache: RunCache | None = None,
+        epochs: int | None = None,
+    ) -> FitResult:
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         c = self.cfg
         est = HistGradientBoostingRegressor(
-            learning_rate=c["gbm_learning_rate"], max_iter=epochs or c["gbm_max_iter"],
-            max_leaf_nodes=c["gbm_max_leaf_nodes"], min_samples_leaf=c["gbm_min_samples_leaf"],
-            l2_regularization=c["gbm_l2"], early_stopping=False, random_state=self.seed)
+            learning_rate=c["gbm_learning_rate"],
+            max_iter=epochs or c["gbm_max_iter"],
+            max_leaf_nodes=c["gbm_max_leaf_nodes"],
+            min_samples_leaf=c["gbm_min_samples_leaf"],
+            l2_regularization=c["gbm_l2"],
+            early_stopping=False,
+            random_state=self.seed,
+        )
         xf, yf = _anchor(data.x, data.fit_rows), data.y[data.fit_rows].double().cpu().numpy()
         with native_threads(self.threads):
             est.fit(xf, yf)
@@ -262,15 +330,20 @@ class GBMModel(Model):
         self.baseline = float(np.ravel(est._baseline_prediction)[0])
         self._set_trees([it[0].nodes for it in est._predictors[:keep]])
         train = _loss(self.lossf, self.predict(data.x, data.fit_rows), data.y[data.fit_rows])
-        on_epoch(EpochLog(tag, keep - 1, train, losses[keep - 1], c["gbm_learning_rate"], math.nan, math.nan,
-                          "float64", 1.0))
+        on_epoch(
+            EpochLog(tag, keep - 1, train, losses[keep - 1], c["gbm_learning_rate"], math.nan, math.nan, "float64", 1.0)
+        )
         return FitResult(keep - 1, losses[keep - 1], keep)
 
     def _set_trees(self, nodes: list[np.ndarray]) -> None:
         sizes = np.array([len(n) for n in nodes], dtype=np.int64)
         flat = np.concatenate(nodes) if nodes else np.zeros(0, dtype=[(f, "f8") for f in TREE_FIELDS])
-        self.trees = {f: torch.from_numpy(np.ascontiguousarray(flat[f]).astype(
-            np.float64 if f in ("num_threshold", "value") else np.int64)) for f in TREE_FIELDS}
+        self.trees = {
+            f: torch.from_numpy(
+                np.ascontiguousarray(flat[f]).astype(np.float64 if f in ("num_threshold", "value") else np.int64)
+            )
+            for f in TREE_FIELDS
+        }
         self.trees["sizes"] = torch.from_numpy(sizes)
 
     def predict(self, x: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
@@ -303,14 +376,20 @@ class GBMModel(Model):
         return self
 
 
-REGISTRY: dict[str, type[Model]] = {"lstm": TorchModel, "gru": TorchModel, "alstm": TorchModel,
-                                    "transformer": TorchModel, "ridge": RidgeModel, "gbm": GBMModel}
+REGISTRY: dict[str, type[Model]] = {
+    "lstm": TorchModel,
+    "gru": TorchModel,
+    "alstm": TorchModel,
+    "transformer": TorchModel,
+    "ridge": RidgeModel,
+    "gbm": GBMModel,
+}
 
 
-def build(model_cfg: dict[str, Any], train_cfg: dict[str, Any], *, n_features: int, seq_len: int, seed: int,
-          amp: Amp) -> Model:
-    return REGISTRY[model_cfg["arch"]](model_cfg, train_cfg, n_features=n_features, seq_len=seq_len, seed=seed,
-                                       amp=amp)
+def build(
+    model_cfg: dict[str, Any], train_cfg: dict[str, Any], *, n_features: int, seq_len: int, seed: int, amp: Amp
+) -> Model:
+    return REGISTRY[model_cfg["arch"]](model_cfg, train_cfg, n_features=n_features, seq_len=seq_len, seed=seed, amp=amp)
 
 
 def restore(model_cfg: dict[str, Any], state: dict[str, Any], *, n_features: int, seq_len: int) -> Model:

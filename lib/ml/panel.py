@@ -5,6 +5,7 @@ rows i-seq_len+1 .. i, its target the label at i, realised at the close of `labe
 (the ticker's own `horizon`-th next session). Windows are gathered by index at batch
 time, so no (samples x seq_len x features) copy is ever built.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ from lib.tables import LABEL, LABEL_END
 
 
 @dataclass(frozen=True)
-class Panel:
+class WindowPanel:
+    """The feature table as arrays, for models that read windows of `seq_len` rows ending at an anchor row."""
+
     values: np.ndarray  # (rows, features) float64, rows sorted by ticker then date
     labels: np.ndarray  # (rows,) float64, NaN where the label is not known yet
     label_end: np.ndarray  # (rows,) datetime64[ns]: when the label is realised (NaT if not yet)
@@ -30,16 +33,24 @@ class Panel:
     has_window: np.ndarray  # (rows,) bool: seq_len rows of the same ticker end here
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, seq_len: int) -> Panel:
+    def from_frame(cls, df: pd.DataFrame, seq_len: int) -> WindowPanel:
         df = df.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
         cols = feature_columns(df)
         position = df.groupby("ticker", sort=False).cumcount().to_numpy()
-        return cls(df[cols].to_numpy(np.float64), df[LABEL].to_numpy(np.float64),
-                   df[LABEL_END].to_numpy("datetime64[ns]"), df["date"].to_numpy("datetime64[ns]"), df["ticker"].to_numpy(str), cols, seq_len,
-                   position >= seq_len - 1)
+        return cls(
+            df[cols].to_numpy(np.float64),
+            df[LABEL].to_numpy(np.float64),
+            df[LABEL_END].to_numpy("datetime64[ns]"),
+            df["date"].to_numpy("datetime64[ns]"),
+            df["ticker"].to_numpy(str),
+            cols,
+            seq_len,
+            position >= seq_len - 1,
+        )
 
-    def rows(self, start: str, end: str, labelled: bool, stride: int = 1,
-             labels_before: str | None = None) -> np.ndarray:
+    def rows(
+        self, start: str, end: str, labelled: bool, stride: int = 1, labels_before: str | None = None
+    ) -> np.ndarray:
         """Anchor rows dated in [start, end] with a full window (and a label if asked), every `stride`-th.
 
         `labels_before` purges by label end date: a row is kept only if its label is realised

@@ -3,6 +3,7 @@ several processes, and self-describing checkpoints.
 
 The loop itself lives in lib/ml/fit.py, the models behind one contract in lib/ml/models.py,
 data-parallel training of one model under torchrun in lib/ml/distributed.py."""
+
 from __future__ import annotations
 
 import logging
@@ -21,7 +22,6 @@ import torch
 
 from lib.cli import setup_logging
 from lib.errors import PipelineError
-from lib.io import write_bytes
 from lib.ml import distributed
 from lib.ml.fit import (  # noqa: F401 - re-exported: the stages and tests import the loop's API from here
     Amp,
@@ -36,14 +36,21 @@ from lib.ml.fit import (  # noqa: F401 - re-exported: the stages and tests impor
 )
 from lib.ml.folds import Fold
 from lib.ml.models import REGISTRY, Ensemble, FoldData, build, restore
-from lib.ml.panel import Panel
+from lib.ml.panel import WindowPanel
 from lib.params import result_params
 
 log = logging.getLogger(__name__)
 
 
-def _fold_data(panel: Panel, start: str, end: str, fit_idx: np.ndarray, val_idx: np.ndarray,
-               tcfg: dict[str, Any], device: torch.device) -> tuple[FoldData, dict[str, Any]]:
+def _fold_data(
+    panel: WindowPanel,
+    start: str,
+    end: str,
+    fit_idx: np.ndarray,
+    val_idx: np.ndarray,
+    tcfg: dict[str, Any],
+    device: torch.device,
+) -> tuple[FoldData, dict[str, Any]]:
     """Scale on the rows dated in [start, end] (the fit rows' dates), standardise labels on the fit rows."""
     scaler = panel.fit_scaler(start, end)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
@@ -51,36 +58,54 @@ def _fold_data(panel: Panel, start: str, end: str, fit_idx: np.ndarray, val_idx:
     x = torch.from_numpy(panel.scaled(scaler.mean_, scale, tcfg["feature_clip"])).to(device)
     y = torch.from_numpy(((np.nan_to_num(panel.labels) - label_mean) / label_std).astype(np.float32)).to(device)
     data = FoldData(x, y, torch.from_numpy(fit_idx).to(device), torch.from_numpy(val_idx).to(device), panel.seq_len)
-    return data, {"scaler_mean": scaler.mean_.tolist(), "scaler_scale": scale.tolist(),
-                  "feature_clip": tcfg["feature_clip"], "label_mean": label_mean, "label_std": label_std}
+    return data, {
+        "scaler_mean": scaler.mean_.tolist(),
+        "scaler_scale": scale.tolist(),
+        "feature_clip": tcfg["feature_clip"],
+        "label_mean": label_mean,
+        "label_std": label_std,
+    }
 
 
-def _span(panel: Panel, rows: np.ndarray) -> dict[str, Any]:
+def _span(panel: WindowPanel, rows: np.ndarray) -> dict[str, Any]:
     d = panel.dates[rows]
-    return {"start": str(np.datetime_as_string(d.min(), "D")), "end": str(np.datetime_as_string(d.max(), "D")),
-            "rows": len(rows)}
+    return {
+        "start": str(np.datetime_as_string(d.min(), "D")),
+        "end": str(np.datetime_as_string(d.max(), "D")),
+        "rows": len(rows),
+    }
 
 
 def member_tag(fold: str, i: int, n: int) -> str:
     return fold if n == 1 else f"{fold}/m{i}"
 
 
-def train_fold(panel: Panel, fold: Fold, params: dict[str, Any], device: torch.device, amp: Amp,
-               on_epoch: Callable[[EpochLog], None], cache: RunCache | None = None,
-               refit: bool = False) -> dict[str, Any]:
+def train_fold(
+    panel: WindowPanel,
+    fold: Fold,
+    params: dict[str, Any],
+    device: torch.device,
+    amp: Amp,
+    on_epoch: Callable[[EpochLog], None],
+    cache: RunCache | None = None,
+    refit: bool = False,
+) -> dict[str, Any]:
     """Train `model.ensemble` members (seeds seed, seed+1, ...) on the fold with early stopping
-    on its validation rows; return a self-describing checkpoint holding every member.
+    on its early-stopping (val) rows; return a self-describing checkpoint holding every member.
 
     `refit` (the final model with train.final_refit): then train each member afresh on every
-    labelled row of the fold (fit + purge + validation) for the epochs validation chose."""
+    labelled row of the fold (fit + purge + val) for the epochs early stopping chose."""
     tcfg, mcfg = params["train"], params["model"]
     n_members = mcfg["ensemble"]
-    fit_idx = panel.rows(fold.fit_start, fold.fit_end, labelled=True, stride=tcfg["sample_stride"],
-                         labels_before=fold.val_start)
+    fit_idx = panel.rows(
+        fold.fit_start, fold.fit_end, labelled=True, stride=tcfg["sample_stride"], labels_before=fold.val_start
+    )
     val_idx = panel.rows(fold.val_start, fold.val_end, labelled=True, labels_before=fold.labels_before)
     if len(fit_idx) == 0 or len(val_idx) == 0:
-        raise PipelineError(f"train: {fold.name} has {len(fit_idx)} training and {len(val_idx)} validation samples; "
-                            "lower model.seq_len or walk_forward.folds")
+        raise PipelineError(
+            f"train: {fold.name} has {len(fit_idx)} training and {len(val_idx)} validation samples; "
+            "lower model.seq_len or walk_forward.folds"
+        )
     data, scaling = _fold_data(panel, fold.fit_start, fold.fit_end, fit_idx, val_idx, tcfg, device)
     seeds = [tcfg["seed"] + i for i in range(n_members)]
     members, results = [], []
@@ -89,7 +114,7 @@ def train_fold(panel: Panel, fold: Fold, params: dict[str, Any], device: torch.d
         results.append(model.fit(data, tag=member_tag(fold.name, i, n_members), on_epoch=on_epoch, cache=cache))
         members.append(model)
     best_val = results[0].best_val_loss
-    if n_members > 1:  # the ensemble's own validation loss: what averaging bought
+    if n_members > 1:  # the ensemble's own val loss: what averaging bought
         mean_val, _ = Ensemble(members).predict(data.x, data.val_rows)
         best_val = float(loss_fn(tcfg)(torch.from_numpy(mean_val).float(), data.y[data.val_rows].float().cpu()))
     trained_on = _span(panel, fit_idx)
@@ -99,24 +124,55 @@ def train_fold(panel: Panel, fold: Fold, params: dict[str, Any], device: torch.d
         members = []
         for i, (seed, res) in enumerate(zip(seeds, results, strict=True)):
             model = build(mcfg, tcfg, n_features=len(panel.features), seq_len=panel.seq_len, seed=seed, amp=amp)
-            model.fit(data, tag=f"{member_tag(fold.name, i, n_members)}/refit", on_epoch=on_epoch,
-                      cache=cache, epochs=res.epochs_run if model.family == "sklearn" else res.best_epoch + 1)
+            model.fit(
+                data,
+                tag=f"{member_tag(fold.name, i, n_members)}/refit",
+                on_epoch=on_epoch,
+                cache=cache,
+                epochs=res.epochs_run if model.family == "sklearn" else res.best_epoch + 1,
+            )
             members.append(model)
         trained_on = _span(panel, all_idx)
-        log.info("%s: refit on %d labelled rows %s..%s for %s epoch(s)", fold.name, len(all_idx),
-                 trained_on["start"], trained_on["end"], [r.best_epoch + 1 for r in results])
+        log.info(
+            "%s: refit on %d labelled rows %s..%s for %s epoch(s)",
+            fold.name,
+            len(all_idx),
+            trained_on["start"],
+            trained_on["end"],
+            [r.best_epoch + 1 for r in results],
+        )
     best_epoch = max(r.best_epoch for r in results)
-    log.info("%s: best epoch %s of %s, validation loss %.4f, %d fit / %d val samples", fold.name,
-             [r.best_epoch for r in results], [r.epochs_run for r in results], best_val, len(fit_idx), len(val_idx))
+    log.info(
+        "%s: best epoch %s of %s, validation loss %.4f, %d fit / %d val samples",
+        fold.name,
+        [r.best_epoch for r in results],
+        [r.epochs_run for r in results],
+        best_val,
+        len(fit_idx),
+        len(val_idx),
+    )
     return {
-        "arch": mcfg["arch"], "family": members[0].family, "model": mcfg,
-        "members": [m.state() for m in members], "member_seeds": seeds,
+        "arch": mcfg["arch"],
+        "family": members[0].family,
+        "model": mcfg,
+        "members": [m.state() for m in members],
+        "member_seeds": seeds,
         "member_best_epoch": [r.best_epoch for r in results],
         "member_best_val_loss": [r.best_val_loss for r in results],
-        "features": panel.features, "seq_len": panel.seq_len, **scaling, "fold": fold.as_dict(),
-        "best_epoch": best_epoch, "best_val_loss": best_val, "epochs_run": max(r.epochs_run for r in results),
-        "final_refit": refit, "trained_on": trained_on, "n_fit": len(fit_idx), "n_val": len(val_idx),
-        "device": device.type, "amp_dtype": amp.name, "world_size": distributed.world_size(),
+        "features": panel.features,
+        "seq_len": panel.seq_len,
+        **scaling,
+        "fold": fold.as_dict(),
+        "best_epoch": best_epoch,
+        "best_val_loss": best_val,
+        "epochs_run": max(r.epochs_run for r in results),
+        "final_refit": refit,
+        "trained_on": trained_on,
+        "n_fit": len(fit_idx),
+        "n_val": len(val_idx),
+        "device": device.type,
+        "amp_dtype": amp.name,
+        "world_size": distributed.world_size(),
         "torch": str(torch.__version__),
     }
 
@@ -139,18 +195,13 @@ def checkpoint_bytes(ckpt: dict[str, Any]) -> bytes:
     return torch_bytes(_canonical(ckpt))
 
 
-def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
-    """Write a checkpoint; identical checkpoints give identical bytes wherever they are saved."""
-    write_bytes(checkpoint_bytes(ckpt), path)
-
-
 # ------------------------------------------------------------------------ the train stage's models
 @dataclass(frozen=True)
 class TrainJob:
     """One model of the train stage (a walk-forward fold or the final model): everything training
     it needs, picklable, so that it runs alike in the stage's process or in a worker."""
 
-    panel: Panel
+    panel: WindowPanel
     fold: Fold
     params: dict[str, Any]
     data_hash: str
@@ -180,14 +231,41 @@ def train_job(job: TrainJob) -> TrainedModel:
     def on_epoch(e: EpochLog) -> None:  # timings go to the log only: they differ from run to run
         epochs.append(e)
         if not e.cached:
-            log.info("%s epoch %d: train %.4f val %.4f lr %.2e %.1fs %.0f samples/s %s loss scale %g",
-                     e.fold, e.epoch, e.train_loss, e.val_loss, e.lr, e.seconds, e.samples_per_s, e.amp_dtype,
-                     e.loss_scale)
+            log.info(
+                "%s epoch %d: train %.4f val %.4f lr %.2e %.1fs %.0f samples/s %s loss scale %g",
+                e.fold,
+                e.epoch,
+                e.train_loss,
+                e.val_loss,
+                e.lr,
+                e.seconds,
+                e.samples_per_s,
+                e.amp_dtype,
+                e.loss_scale,
+            )
 
-    log.info("%s %s: fit %s..%s, val %s..%s, test %s..%s on %s", job.label, fold.name, fold.fit_start, fold.fit_end,
-             fold.val_start, fold.val_end, fold.test_start or "-", fold.test_end or "-", device)
-    ckpt = train_fold(job.panel, fold, job.params, device, resolve_amp(tcfg["amp"], device), on_epoch,
-                      cache=job.cache, refit=fold.name == "final" and tcfg["final_refit"])
+    log.info(
+        "%s %s: fit %s..%s, val %s..%s, test %s..%s on %s",
+        job.label,
+        fold.name,
+        fold.fit_start,
+        fold.fit_end,
+        fold.val_start,
+        fold.val_end,
+        fold.test_start or "-",
+        fold.test_end or "-",
+        device,
+    )
+    ckpt = train_fold(
+        job.panel,
+        fold,
+        job.params,
+        device,
+        resolve_amp(tcfg["amp"], device),
+        on_epoch,
+        cache=job.cache,
+        refit=fold.name == "final" and tcfg["final_refit"],
+    )
     metrics = {"best_val_loss": ckpt["best_val_loss"], "best_epoch": ckpt["best_epoch"]}
     if len(ckpt["members"]) > 1:
         for m, (loss, epoch) in enumerate(zip(ckpt["member_best_val_loss"], ckpt["member_best_epoch"], strict=True)):
@@ -213,8 +291,10 @@ def train_jobs(jobs: list[TrainJob], workers: int) -> Iterator[TrainedModel]:
             for future in futures:
                 yield future.result()
         except BrokenProcessPool:
-            raise PipelineError(f"train: a worker process died (out of memory?) with train.workers={workers}; "
-                                "lower train.workers, then rerun: finished epochs resume") from None
+            raise PipelineError(
+                f"train: a worker process died (out of memory?) with train.workers={workers}; "
+                "lower train.workers, then rerun: finished epochs resume"
+            ) from None
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
@@ -225,32 +305,45 @@ def check_processes(params: dict[str, Any], device: torch.device) -> None:
     processes on this machine ask for more threads than it has cores (a large slow-down)."""
     tcfg, arch, world = params["train"], params["model"]["arch"], distributed.launched_world()
     if world > 1 and tcfg["workers"] > 1:
-        raise PipelineError(f"train.workers={tcfg['workers']} under torchrun (WORLD_SIZE={world}): the two do not "
-                            "combine; set train.workers=1 to train each model on all ranks")
+        raise PipelineError(
+            f"train.workers={tcfg['workers']} under torchrun (WORLD_SIZE={world}): the two do not "
+            "combine; set train.workers=1 to train each model on all ranks"
+        )
     if world > 1 and REGISTRY[arch].family != "torch":
-        raise PipelineError(f"model.arch={arch} is not a torch network and cannot train data-parallel under torchrun "
-                            f"(WORLD_SIZE={world}); run python -m stages.train")
+        raise PipelineError(
+            f"model.arch={arch} is not a torch network and cannot train data-parallel under torchrun "
+            f"(WORLD_SIZE={world}); run python -m stages.train"
+        )
     processes = tcfg["workers"] * distributed.local_processes()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     first = distributed.local_rank() == 0  # one warning per machine, not one per rank
     if first and device.type == "cpu" and processes > 1 and processes * (tcfg["threads"] or cores) > cores:
-        log.warning("%d training processes x train.threads=%d threads on %d cores: oversubscribed, expect a large "
-                    "slow-down; lower train.threads (it is part of bit-identical runs) or the processes",
-                    processes, tcfg["threads"], cores)
+        log.warning(
+            "%d training processes x train.threads=%d threads on %d cores: oversubscribed, expect a large "
+            "slow-down; lower train.threads (it is part of bit-identical runs) or the processes",
+            processes,
+            tcfg["threads"],
+            cores,
+        )
 
 
 def load_checkpoint(path: Path) -> tuple[Ensemble, dict[str, Any]]:
-    """Load a checkpoint written by `save_checkpoint`; a missing, truncated or foreign file is one clear error."""
+    """Load a model file (`checkpoint_bytes`); a missing, truncated or foreign file is one clear error."""
     if not path.exists():
         raise PipelineError(f"{path}: model not found (run the train stage)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = Ensemble([restore(ckpt["model"], state, n_features=len(ckpt["features"]), seq_len=ckpt["seq_len"])
-                          for state in ckpt["members"]])
+        model = Ensemble(
+            [
+                restore(ckpt["model"], state, n_features=len(ckpt["features"]), seq_len=ckpt["seq_len"])
+                for state in ckpt["members"]
+            ]
+        )
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged archive
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"{path}: not a readable model checkpoint ({reason}); rerun the train stage "
-                            "(dvc repro -f train)") from None
+        raise PipelineError(
+            f"{path}: not a readable model checkpoint ({reason}); rerun the train stage (dvc repro -f train)"
+        ) from None
     return model, ckpt
 
 
@@ -263,19 +356,24 @@ def check_checkpoint(ckpt: dict[str, Any], path: Path, params: dict[str, Any], d
             if saved.get(key) != now[key]:
                 raise PipelineError(
                     f"{path} was trained with {section}.{key}={saved.get(key)!r} but params.yaml has {now[key]!r}; "
-                    "retrain (dvc repro), or restore the params it was trained with")
+                    "retrain (dvc repro), or restore the params it was trained with"
+                )
     if ckpt["data_hash"] != data_hash:
-        raise PipelineError(f"{path} was trained on other features (sha256 {ckpt['data_hash'][:12]}..., "
-                            f"the file now has {data_hash[:12]}...); retrain (dvc repro)")
+        raise PipelineError(
+            f"{path} was trained on other features (sha256 {ckpt['data_hash'][:12]}..., "
+            f"the file now has {data_hash[:12]}...); retrain (dvc repro)"
+        )
 
 
-def predict_rows(model: Ensemble, ckpt: dict[str, Any], panel: Panel,
-                 rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def predict_rows(
+    model: Ensemble, ckpt: dict[str, Any], panel: WindowPanel, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Predicted label (log return) at anchor `rows`, with the checkpoint's own scaler: the
     ensemble mean and each member's prediction (n_members, rows)."""
     if panel.features != ckpt["features"] or panel.seq_len != ckpt["seq_len"]:
         raise PipelineError("predict: the features or window length differ from the model's; rerun train")
-    x = torch.from_numpy(panel.scaled(np.asarray(ckpt["scaler_mean"]), np.asarray(ckpt["scaler_scale"]),
-                                      ckpt["feature_clip"]))
+    x = torch.from_numpy(
+        panel.scaled(np.asarray(ckpt["scaler_mean"]), np.asarray(ckpt["scaler_scale"]), ckpt["feature_clip"])
+    )
     mean, each = model.predict(x, torch.from_numpy(rows))
     return mean * ckpt["label_std"] + ckpt["label_mean"], each * ckpt["label_std"] + ckpt["label_mean"]

@@ -1,4 +1,7 @@
-"""From predictions to trades: the rebalance calendar, the policy (rules, filters, sizing, limits),
-the execution kernel shared by the vectorized and event engines, and the books, orders and
-attribution of a backtest. May import `lib.data`, `lib.ml` and the plumbing.
+"""From predictions to trades: the rebalance calendar (`calendar`), the policy (`policy`: rules,
+filters, sizing, limits; `targets`: the target book on decision days), the execution kernel
+(`kernel`) shared by the vectorized and event engines (`vectorized`, `event`; `run` picks one),
+the prices they fill and mark at (`market`, `delisting`), their settings (`config`), the trade
+log and result (`ledger`), and the books, orders and attribution of a backtest (`backtest`).
+May import `lib.data`, `lib.ml` and the plumbing.
 """

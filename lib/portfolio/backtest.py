@@ -1,12 +1,13 @@
 """The three books of a backtest, the next rebalance's orders, and P&L attribution.
 
-Every book runs through the one-pool portfolio engine of `lib.portfolio.engine` on the same prices,
+Every book runs through the one-pool portfolio engines (`lib.portfolio.run`) on the same prices,
 calendar and costs: the strategy (the model's predictions through the policy in
 `backtest.*`), buy-and-hold (equal weights of the tickers alive at the first fill, never
 rebalanced) and a momentum baseline (the same policy on the trailing `horizon` return, known at
 the close). All three start on the strategy's first fill; the reported window opens at the
 close before it, every book still in cash.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,19 +17,34 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lib.data.prices import adjusted, panel
+from lib.data.prices import adjusted, wide_table
 from lib.errors import PipelineError
 from lib.portfolio.calendar import decision_days
-from lib.portfolio.engine import PortfolioConfig, PortfolioResult, run_portfolio, run_vectorized, target_book
+from lib.portfolio.config import PortfolioConfig
+from lib.portfolio.ledger import PortfolioResult
+from lib.portfolio.run import run_portfolio
+from lib.portfolio.targets import target_book
+from lib.portfolio.vectorized import run_vectorized
 from lib.tables import BOOKS, STRATEGY, weight_column
 
 TRADES = ["date", "book", "ticker", "side", "shares", "price", "notional", "cost", "reason"]
-ORDERS = ["ticker", "price", "shares_now", "weight_now", "target_weight", "target_shares", "side", "shares",
-          "notional", "cost", "note"]
+ORDERS = [
+    "ticker",
+    "price",
+    "shares_now",
+    "weight_now",
+    "target_weight",
+    "target_shares",
+    "side",
+    "shares",
+    "notional",
+    "cost",
+    "note",
+]
 
 
 @dataclass(frozen=True)
-class Market:
+class MarketData:
     """Adjusted daily prices as (dates x tickers) arrays; NaN where a ticker has no bar."""
 
     dates: pd.DatetimeIndex
@@ -39,14 +55,18 @@ class Market:
     low: np.ndarray
 
     @classmethod
-    def from_prices(cls, prices: pd.DataFrame, tickers: list[str]) -> Market:
+    def from_prices(cls, prices: pd.DataFrame, tickers: list[str]) -> MarketData:
         missing = sorted(set(tickers) - set(prices["ticker"]))
         if missing:
             raise PipelineError(f"backtest: no prices for ticker(s) {missing}")
         px = adjusted(prices[prices["ticker"].isin(tickers)])
-        close = panel(px, "adj_close", tickers)
-        return cls(close.index, list(tickers), close.to_numpy(),
-                   *(panel(px, c, tickers).to_numpy() for c in ("adj_open", "adj_high", "adj_low")))
+        close = wide_table(px, "adj_close", tickers)
+        return cls(
+            close.index,
+            list(tickers),
+            close.to_numpy(),
+            *(wide_table(px, c, tickers).to_numpy() for c in ("adj_open", "adj_high", "adj_low")),
+        )
 
 
 @dataclass(frozen=True)
@@ -55,7 +75,7 @@ class BacktestResult:
     weights: pd.DataFrame  # date, ticker, weight (strategy, held after the day's fills, at the close)
     trades: pd.DataFrame  # TRADES
     strategy: PortfolioResult  # the strategy book over the whole price history (for orders, attribution)
-    market: Market
+    market: MarketData
     start: int  # first row of the reported window
 
 
@@ -63,35 +83,59 @@ def portfolio_config(cfg: dict[str, Any], horizon: int, periods_per_year: int) -
     return PortfolioConfig.from_params({**cfg, "horizon": horizon, "periods_per_year": periods_per_year})
 
 
-def run_backtest(prices: pd.DataFrame, predictions: pd.DataFrame, cfg: dict[str, Any], horizon: int,
-                 periods_per_year: int = 252) -> BacktestResult:
+def run_backtest(
+    prices: pd.DataFrame, predictions: pd.DataFrame, cfg: dict[str, Any], horizon: int, periods_per_year: int = 252
+) -> BacktestResult:
     """Strategy, buy-and-hold and momentum on the same dates, prices and costs, from the same first fill."""
     if predictions.empty:
         raise PipelineError("backtest: no predictions (run the predict stage)")
     tickers = sorted(predictions["ticker"].unique())
-    mk = Market.from_prices(prices, tickers)
+    mk = MarketData.from_prices(prices, tickers)
     pcfg = portfolio_config(cfg, horizon, periods_per_year)
-    pred = predictions.pivot(index="date", columns="ticker", values="prediction").reindex(index=mk.dates,
-                                                                                         columns=tickers)
+    pred = predictions.pivot(index="date", columns="ticker", values="prediction").reindex(
+        index=mk.dates, columns=tickers
+    )
     decide = decision_days(mk.dates, pcfg.rebalance) & (mk.dates >= predictions["date"].min())
     decided = np.flatnonzero(decide & pred.notna().any(axis=1).to_numpy())
     fill_lag = 0 if pcfg.fill == "close" else 1
     if len(decided) == 0 or decided[0] + fill_lag >= len(mk.dates):
-        raise PipelineError("backtest: the predictions contain no decision day with a fill after it; "
-                            "predict a longer period or use backtest.rebalance=daily")
+        raise PipelineError(
+            "backtest: the predictions contain no decision day with a fill after it; "
+            "predict a longer period or use backtest.rebalance=daily"
+        )
     first = decided[0] + fill_lag
     decide &= np.arange(len(mk.dates)) >= decided[0]
-    prices_kw = {"close": mk.close, "open_": mk.open, "high": mk.high, "low": mk.low, "cfg": pcfg,
-                 "dates": mk.dates, "tickers": tickers, "decide": decide}
+    prices_kw = {
+        "close": mk.close,
+        "open_": mk.open,
+        "high": mk.high,
+        "low": mk.low,
+        "cfg": pcfg,
+        "dates": mk.dates,
+        "tickers": tickers,
+        "decide": decide,
+    }
     momentum = np.log(pd.DataFrame(mk.close).ffill()).diff(horizon).to_numpy()  # trailing return, known at t
     hold = np.full(mk.close.shape, np.nan)
     alive = np.isfinite(mk.close[decided[0]])
     hold[decided[0]] = np.where(alive, 1.0 / max(alive.sum(), 1), 0.0)
-    books = {STRATEGY: run_portfolio(pred.to_numpy(), **prices_kw),
-             "benchmark": run_vectorized(hold, close=mk.close, open_=mk.open, cfg=PortfolioConfig(
-                 fill=pcfg.fill, commission_bps=pcfg.commission_bps, slippage_bps=pcfg.slippage_bps,
-                 initial_cash=pcfg.initial_cash), dates=mk.dates, tickers=tickers),
-             "momentum": run_portfolio(momentum, **prices_kw)}
+    books = {
+        STRATEGY: run_portfolio(pred.to_numpy(), **prices_kw),
+        "benchmark": run_vectorized(
+            hold,
+            close=mk.close,
+            open_=mk.open,
+            cfg=PortfolioConfig(
+                fill=pcfg.fill,
+                commission_bps=pcfg.commission_bps,
+                slippage_bps=pcfg.slippage_bps,
+                initial_cash=pcfg.initial_cash,
+            ),
+            dates=mk.dates,
+            tickers=tickers,
+        ),
+        "momentum": run_portfolio(momentum, **prices_kw),
+    }
     start = max(first - 1, 0)
     dates = mk.dates[start:]
     out = pd.DataFrame({"date": dates})
@@ -102,14 +146,36 @@ def run_backtest(prices: pd.DataFrame, predictions: pd.DataFrame, cfg: dict[str,
         out[weight_column(name)] = np.nansum(np.abs(res.weights[start:]), axis=1)
         t = res.trades
         t = t[t["row"] >= start]
-        trades.append(pd.DataFrame({"date": t["date"].to_numpy(), "book": name, "ticker": t["ticker"].astype(str),
-                                    "side": t["side"].astype(str), "shares": t["shares"], "price": t["price"],
-                                    "notional": t["notional"], "cost": t["cost"], "reason": t["reason"].astype(str)}))
+        trades.append(
+            pd.DataFrame(
+                {
+                    "date": t["date"].to_numpy(),
+                    "book": name,
+                    "ticker": t["ticker"].astype(str),
+                    "side": t["side"].astype(str),
+                    "shares": t["shares"],
+                    "price": t["price"],
+                    "notional": t["notional"],
+                    "cost": t["cost"],
+                    "reason": t["reason"].astype(str),
+                }
+            )
+        )
     w = books[STRATEGY].weights[start:]
-    weights = (pd.DataFrame(w, index=dates.rename("date"), columns=pd.Index(tickers, name="ticker"))
-               .stack().rename("weight").reset_index())
-    return BacktestResult(out[["date", *BOOKS, *map(weight_column, BOOKS)]], weights,
-                          pd.concat(trades, ignore_index=True)[TRADES], books[STRATEGY], mk, start)
+    weights = (
+        pd.DataFrame(w, index=dates.rename("date"), columns=pd.Index(tickers, name="ticker"))
+        .stack()
+        .rename("weight")
+        .reset_index()
+    )
+    return BacktestResult(
+        out[["date", *BOOKS, *map(weight_column, BOOKS)]],
+        weights,
+        pd.concat(trades, ignore_index=True)[TRADES],
+        books[STRATEGY],
+        mk,
+        start,
+    )
 
 
 def attribution(result: BacktestResult) -> pd.DataFrame:
@@ -126,14 +192,26 @@ def attribution(result: BacktestResult) -> pd.DataFrame:
     # a fill at price p on row t: the traded shares earn (close_t - p) that day
     fill_pnl = np.zeros(n)
     fill_rows = trades["row"].to_numpy(int)
-    np.add.at(fill_pnl, trades["asset"].to_numpy(int),
-              trades["shares"].to_numpy() * (res.marks[fill_rows, trades["asset"].to_numpy(int)] - trades["price"]))
+    np.add.at(
+        fill_pnl,
+        trades["asset"].to_numpy(int),
+        trades["shares"].to_numpy() * (res.marks[fill_rows, trades["asset"].to_numpy(int)] - trades["price"]),
+    )
     costs = np.bincount(trades["asset"].to_numpy(int), weights=trades["cost"].to_numpy(), minlength=n)
     long_ = np.where(held > 0, pnl, 0.0).sum(axis=0)
     short = np.where(held < 0, pnl, 0.0).sum(axis=0)
     net = long_ + short + fill_pnl - costs
-    return pd.DataFrame({"ticker": mk.tickers, "pnl_long": long_, "pnl_short": short, "pnl_fill_day": fill_pnl,
-                         "costs": costs, "net": net, "contribution": net / res.equity[s]})
+    return pd.DataFrame(
+        {
+            "ticker": mk.tickers,
+            "pnl_long": long_,
+            "pnl_short": short,
+            "pnl_fill_day": fill_pnl,
+            "costs": costs,
+            "net": net,
+            "contribution": net / res.equity[s],
+        }
+    )
 
 
 def read_positions(path: Any, tickers: list[str], allow_short: bool) -> tuple[float, np.ndarray] | None:
@@ -153,16 +231,24 @@ def read_positions(path: Any, tickers: list[str], allow_short: bool) -> tuple[fl
         raise PipelineError(f"{path}: unknown ticker(s) {unknown}; the pipeline trades {tickers}")
     bad = df.loc[~cash_rows & (shares < 0)] if not allow_short else df.iloc[:0]
     if len(bad):
-        raise PipelineError(f"{path}, line {bad.index[0] + 2}: negative share count {bad['shares'].iloc[0]} for "
-                            f"{bad['ticker'].iloc[0]} (backtest.allow_short is false)")
+        raise PipelineError(
+            f"{path}, line {bad.index[0] + 2}: negative share count {bad['shares'].iloc[0]} for "
+            f"{bad['ticker'].iloc[0]} (backtest.allow_short is false)"
+        )
     held = np.zeros(len(tickers))
     for t, sh in zip(df.loc[~cash_rows, "ticker"], shares[~cash_rows], strict=True):
         held[tickers.index(t)] += sh
     return float(shares[cash_rows].sum()), held
 
 
-def next_orders(result: BacktestResult, signal: pd.DataFrame, cfg: dict[str, Any], horizon: int,
-                periods_per_year: int, holdings: tuple[float, np.ndarray] | None) -> pd.DataFrame:
+def next_orders(
+    result: BacktestResult,
+    signal: pd.DataFrame,
+    cfg: dict[str, Any],
+    horizon: int,
+    periods_per_year: int,
+    holdings: tuple[float, np.ndarray] | None,
+) -> pd.DataFrame:
     """The orders that move today's holdings to the policy's targets for the next rebalance.
 
     Targets come from the same policy as the backtest (rule, filters, sizing, limits), with the
@@ -187,8 +273,18 @@ def next_orders(result: BacktestResult, signal: pd.DataFrame, cfg: dict[str, Any
     small = notional < cfg["min_order_value"]
     note = np.where(small & (notional > 0), f"below backtest.min_order_value {cfg['min_order_value']:g}: not sent", "")
     delta = np.where(small, 0.0, delta)
-    return pd.DataFrame({
-        "ticker": mk.tickers, "price": price, "shares_now": held, "weight_now": held * price / equity,
-        "target_weight": target, "target_shares": target_shares,
-        "side": np.where(delta > 0, "buy", np.where(delta < 0, "sell", "none")), "shares": np.abs(delta),
-        "notional": np.abs(delta) * price, "cost": np.abs(delta) * price * pcfg.cost_rate, "note": note})[ORDERS]
+    return pd.DataFrame(
+        {
+            "ticker": mk.tickers,
+            "price": price,
+            "shares_now": held,
+            "weight_now": held * price / equity,
+            "target_weight": target,
+            "target_shares": target_shares,
+            "side": np.where(delta > 0, "buy", np.where(delta < 0, "sell", "none")),
+            "shares": np.abs(delta),
+            "notional": np.abs(delta) * price,
+            "cost": np.abs(delta) * price * pcfg.cost_rate,
+            "note": note,
+        }
+    )[ORDERS]

@@ -1,18 +1,9 @@
-"""Trading rule shared by the signal and the backtest: decision days and target weights."""
+"""The rebalance calendar shared by the signal and the backtest: decision days and when orders execute."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
-
-def target_weights(pred: np.ndarray, threshold: float, allow_short: bool) -> np.ndarray:
-    """+1 when the predicted log return exceeds `threshold`, -1 below `-threshold` if shorting,
-    else 0 (flat); NaN stays NaN (no prediction: no order)."""
-    pred = np.asarray(pred, dtype=float)
-    w = np.where(pred > threshold, 1.0, 0.0)
-    if allow_short:
-        w = np.where(pred < -threshold, -1.0, w)
-    return np.where(np.isnan(pred), np.nan, w)
 
 
 def _period(dates: pd.DatetimeIndex, rebalance: str) -> np.ndarray:
@@ -45,12 +36,3 @@ def execution_date(as_of: pd.Timestamp, fill: str) -> pd.Timestamp:
     if fill == "close":
         return pd.Timestamp(as_of)
     return pd.Timestamp(np.busday_offset(pd.Timestamp(as_of).date(), 1, roll="forward"))
-
-
-def order_rows(targets: np.ndarray, fill: str) -> np.ndarray:
-    """Move decision-day targets to the row they fill on: the same close, or the next open."""
-    if fill == "close":
-        return targets
-    shifted = np.full_like(targets, np.nan)
-    shifted[1:] = targets[:-1]
-    return shifted

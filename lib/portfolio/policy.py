@@ -4,17 +4,16 @@ Every function takes (T, N) arrays (rows = sessions, columns = tickers) and uses
 only data known at the close of t (trailing windows include t, never t + 1). A target weight
 is a fraction of the whole portfolio's equity; NaN means "no order for this ticker on this
 row" (the position is held), 0 means flat. The pieces compose in this order
-(`lib.portfolio.engine.target_book`): rule -> filters -> sizing -> limits.
+(`lib.portfolio.targets.target_book`): rule -> filters -> sizing -> limits.
 
 Nothing here depends on the portfolio's path (fills, stops, drawdown): that part of the
-policy runs inside the event engine (`lib.portfolio.engine.run_event`).
+policy runs inside the event engine (`lib.portfolio.event.run_event`).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
-from lib.portfolio.calendar import target_weights
 
 # ----------------------------------------------------------------------------- prices
 
@@ -48,16 +47,33 @@ def realised_vol(close: np.ndarray, window: int, periods_per_year: int) -> np.nd
 # ----------------------------------------------------------------------------- rules
 
 
+def target_weights(pred: np.ndarray, threshold: float, allow_short: bool) -> np.ndarray:
+    """+1 when the predicted log return exceeds `threshold`, -1 below `-threshold` if shorting,
+    else 0 (flat); NaN stays NaN (no prediction: no order)."""
+    pred = np.asarray(pred, dtype=float)
+    w = np.where(pred > threshold, 1.0, 0.0)
+    if allow_short:
+        w = np.where(pred < -threshold, -1.0, w)
+    return np.where(np.isnan(pred), np.nan, w)
+
+
 def threshold_rule(pred: np.ndarray, n_alive: np.ndarray, threshold: float, allow_short: bool) -> np.ndarray:
     """Long above `threshold`, short below `-threshold` if `allow_short`, else flat
-    (`lib.portfolio.calendar.target_weights`), each position 1 / n of equity, n = tickers alive on the row
+    (`target_weights`), each position 1 / n of equity, n = tickers alive on the row
     (at least 1), so one ticker gives today's +1 / 0 / -1. NaN prediction -> NaN (no order)."""
     n = np.maximum(np.asarray(n_alive, float), 1.0)
     return target_weights(pred, threshold, allow_short) / n[:, None]
 
 
-def rank_rule(pred: np.ndarray, *, top_k: int | None = None, top_fraction: float | None = None,
-              allow_short: bool = False, weighting: str = "equal", min_tickers: int = 1) -> np.ndarray:
+def rank_rule(
+    pred: np.ndarray,
+    *,
+    top_k: int | None = None,
+    top_fraction: float | None = None,
+    allow_short: bool = False,
+    weighting: str = "equal",
+    min_tickers: int = 1,
+) -> np.ndarray:
     """Cross-sectional rule: on each row rank the tickers that have a prediction, long the top k
     (`top_k`, or `floor(top_fraction * n)` with at least 1), and with `allow_short` short the
     bottom k (fewer when the two would overlap). Weights: `equal` (1/k per side) or `signal`
@@ -138,8 +154,9 @@ def size_volatility(weights: np.ndarray, vol: np.ndarray, target_vol: float) -> 
     return np.where(np.isnan(weights), np.nan, np.where(ok, weights * target_vol / np.where(ok, vol, 1.0), 0.0))
 
 
-def size_book_volatility(weights: np.ndarray, returns: np.ndarray, rows: np.ndarray, window: int,
-                         target_vol: float, periods_per_year: int) -> np.ndarray:
+def size_book_volatility(
+    weights: np.ndarray, returns: np.ndarray, rows: np.ndarray, window: int, target_vol: float, periods_per_year: int
+) -> np.ndarray:
     """Volatility targeting for the whole book: scale row r's weights by target_vol / sigma_book,
     sigma_book = annualised sample std of the book's trailing `window` daily returns
     sum_i w_i * r_i (r = the tickers' log returns, missing = 0) with row r's weights held
@@ -153,13 +170,21 @@ def size_book_volatility(weights: np.ndarray, returns: np.ndarray, rows: np.ndar
             continue
         sigma = np.nan
         if t + 1 >= window:
-            sigma = (ret[t + 1 - window:t + 1] @ w).std(ddof=1) * np.sqrt(periods_per_year)
+            sigma = (ret[t + 1 - window : t + 1] @ w).std(ddof=1) * np.sqrt(periods_per_year)
         out[j] = np.where(np.isnan(out[j]), np.nan, out[j] * (target_vol / sigma) if sigma > 0 else 0.0)
     return out
 
 
-def size_kelly(weights: np.ndarray, pred: np.ndarray, vol: np.ndarray, *, fraction: float, cap: float,
-               horizon: int, periods_per_year: int) -> np.ndarray:
+def size_kelly(
+    weights: np.ndarray,
+    pred: np.ndarray,
+    vol: np.ndarray,
+    *,
+    fraction: float,
+    cap: float,
+    horizon: int,
+    periods_per_year: int,
+) -> np.ndarray:
     """Fractional Kelly: |w| = min(fraction * mu / sigma^2, cap) in the rule's direction, with
     mu = the predicted log return over `horizon` sessions and sigma^2 = horizon * trailing daily
     variance (vol^2 / periods_per_year), so mu / sigma^2 is the growth-optimal fraction of a
@@ -178,8 +203,9 @@ def size_kelly(weights: np.ndarray, pred: np.ndarray, vol: np.ndarray, *, fracti
 # ----------------------------------------------------------------------------- limits
 
 
-def apply_limits(weights: np.ndarray, *, max_position: float, max_gross: float, max_net: float,
-                 fixed: np.ndarray | None = None) -> np.ndarray:
+def apply_limits(
+    weights: np.ndarray, *, max_position: float, max_gross: float, max_net: float, fixed: np.ndarray | None = None
+) -> np.ndarray:
     """Per-position cap |w_i| <= max_position (clip), then the gross limit sum |w_i| <= max_gross
     (all scaled down together), then the net limit |sum w_i| <= max_net (the side in excess
     scaled down). Tickers without a target (NaN) do not count. `fixed` (bool, same shape) marks

@@ -2,6 +2,7 @@
 
 Each function returns the PNG's bytes, so a stage can render everything before it writes anything.
 """
+
 from __future__ import annotations
 
 import io
@@ -125,8 +126,13 @@ def permutation_hist(null: list[float], observed: float | None, pvalue: float | 
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     if null:
-        ax.hist(null, bins=min(40, max(10, len(null) // 5)), color="tab:blue", alpha=0.7,
-                label=f"{len(null)} shuffles in time")
+        ax.hist(
+            null,
+            bins=min(40, max(10, len(null) // 5)),
+            color="tab:blue",
+            alpha=0.7,
+            label=f"{len(null)} shuffles in time",
+        )
     if observed is not None:
         p = "n/a" if pvalue is None else f"{pvalue:.3f}"
         ax.axvline(observed, color="tab:red", linewidth=2, label=f"real Sharpe {observed:.2f} (p = {p})")

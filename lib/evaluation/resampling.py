@@ -1,163 +1,24 @@
-"""Significance of a backtest: probabilistic and deflated Sharpe ratios, minimum track record
-length, stationary block bootstrap intervals, Monte Carlo paths and Hansen's SPA test.
+"""Resampling inference on a backtest: stationary block bootstrap intervals, Monte Carlo paths,
+Hansen's SPA test against the baselines, the permutation null of timing skill and the break-even cost.
 
 All inputs are per-period (daily) numbers and nothing is annualised here. Undefined results are
-never inf or NaN: the Sharpe-family functions return an `Estimate` whose value is `None` with a
-reason (zero variance, fewer than 3 points, a negative variance term, n_trials < 1), and the
-bootstrap functions put `None` and a "reason" in their dict. Every random draw comes from
-`np.random.default_rng(seed)`, so the same inputs and seed give identical floats.
+never inf or NaN: these functions put `None` and a "reason" in their dict. Every random draw comes
+from `np.random.default_rng(seed)`, so the same inputs and seed give identical floats.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from arch.bootstrap import SPA, StationaryBootstrap, optimal_block_length
-from scipy import stats
 
-MIN_POINTS = 3
-EULER_GAMMA = 0.5772156649015329
+from lib.evaluation.sharpe import MIN_POINTS, is_constant
+
 QUANTILES = (0.05, 0.25, 0.50, 0.75, 0.95)
-_REL_TOL = 1e-12  # a standard deviation below this fraction of the data's scale counts as zero
-
-
-class Estimate(NamedTuple):
-    """A statistic that may be undefined: `value` is None exactly when `reason` is non-empty."""
-
-    value: float | None
-    reason: str = ""
-
-
-class Moments(NamedTuple):
-    """Per-period Sharpe ratio and the moments PSR needs (skew and RAW kurtosis, normal = 3)."""
-
-    sr: float | None
-    n: int
-    skew: float
-    kurtosis: float
-
-
-def _undefined(reason: str) -> Estimate:
-    return Estimate(None, reason)
-
-
-def _finite(*xs: float | None) -> bool:
-    return all(x is not None and math.isfinite(x) for x in xs)
-
-
-def _is_constant(x: np.ndarray, sd: float) -> bool:
-    scale = float(np.max(np.abs(x))) if x.size else 0.0
-    return sd == 0.0 or sd <= _REL_TOL * scale
-
-
-def sharpe_moments(returns: np.ndarray, risk_free: float = 0.0) -> Moments:
-    """Per-period Sharpe ratio SR = mean(r - rf) / std(r - rf, ddof=1), the number of returns n,
-    and the population (biased) skewness m3 / m2^1.5 and raw kurtosis m4 / m2^2 of r - rf, the
-    estimators of Bailey & López de Prado (2012), "The Sharpe Ratio Efficient Frontier", J. Risk
-    15(2). `risk_free` is per period. `sr` is None for fewer than 3 returns or zero variance; skew
-    and kurtosis then hold the normal values 0 and 3 (placeholders: PSR, DSR and MinTRL return
-    None whenever `sr` is None). Raises ValueError on non-finite returns."""
-    x = np.asarray(returns, dtype=float).ravel() - float(risk_free)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("sharpe_moments: returns must be finite")
-    n = int(x.size)
-    if n < MIN_POINTS:
-        return Moments(None, n, 0.0, 3.0)
-    sd = float(np.std(x, ddof=1))
-    if _is_constant(x, sd):
-        return Moments(None, n, 0.0, 3.0)
-    dev = x - x.mean()
-    m2 = float(np.mean(dev**2))
-    skew = float(np.mean(dev**3)) / m2**1.5
-    kurt = float(np.mean(dev**4)) / m2**2
-    return Moments(float(x.mean()) / sd, n, skew, kurt)
-
-
-def _sr_variance_term(sr: float, skew: float, kurtosis: float) -> float:
-    return 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr**2
-
-
-def probabilistic_sharpe_ratio(
-    sr: float | None, n: int, skew: float, kurtosis: float, sr_benchmark: float = 0.0
-) -> Estimate:
-    """Probability that the true per-period Sharpe ratio exceeds `sr_benchmark`:
-    PSR = Φ((SR − SR*)·sqrt(n − 1) / sqrt(1 − γ3·SR + (γ4 − 1)/4·SR²)), γ3 = skewness, γ4 = RAW
-    kurtosis (normal = 3). Bailey & López de Prado (2012), "The Sharpe Ratio Efficient Frontier",
-    J. Risk 15(2), section "Probabilistic Sharpe Ratio"; the variance term is Mertens' (2002)
-    asymptotic variance of the Sharpe ratio estimator. None when sr is None, n < 3 or the variance
-    term is <= 0 (e.g. a large positive skew times SR)."""
-    if sr is None:
-        return _undefined("Sharpe ratio undefined (zero variance or fewer than 3 returns)")
-    if not _finite(sr, skew, kurtosis, sr_benchmark):
-        return _undefined("non-finite input")
-    if n < MIN_POINTS:
-        return _undefined(f"too few points (n={n} < {MIN_POINTS})")
-    var = _sr_variance_term(sr, skew, kurtosis)
-    if var <= 0.0:
-        return _undefined(f"variance term 1 - skew*sr + (kurtosis-1)/4*sr^2 = {var:.3g} <= 0")
-    z = (sr - sr_benchmark) * math.sqrt(n - 1) / math.sqrt(var)
-    return Estimate(float(stats.norm.cdf(z)))
-
-
-def expected_max_sharpe(n_trials: int, trials_sr_variance: float) -> Estimate:
-    """Expected maximum per-period Sharpe ratio of `n_trials` independent skill-less trials whose
-    Sharpe ratios have variance V (same units as the Sharpe ratios, here per period):
-    E[max SR] = sqrt(V)·((1 − γ)·Φ⁻¹(1 − 1/N) + γ·Φ⁻¹(1 − 1/(N·e))), γ = Euler–Mascheroni.
-    Bailey & López de Prado (2014), "The Deflated Sharpe Ratio", J. Portfolio Management 40(5),
-    the threshold SR0 (from Bailey, Borwein, López de Prado & Zhu 2014, "Pseudo-Mathematics and
-    Financial Charlatanism", Notices AMS 61(5), Proposition 1). 0 for N = 1; None for N < 1 or
-    V < 0."""
-    if not _finite(n_trials, trials_sr_variance):
-        return _undefined("non-finite input")
-    if n_trials < 1:
-        return _undefined(f"n_trials < 1 (got {n_trials})")
-    if trials_sr_variance < 0:
-        return _undefined(f"negative variance of trial Sharpe ratios ({trials_sr_variance})")
-    if n_trials == 1:
-        return Estimate(0.0)
-    ppf = stats.norm.ppf
-    z = (1 - EULER_GAMMA) * ppf(1 - 1 / n_trials) + EULER_GAMMA * ppf(1 - 1 / (n_trials * math.e))
-    return Estimate(float(math.sqrt(trials_sr_variance) * z))
-
-
-def deflated_sharpe_ratio(
-    sr: float | None, n: int, skew: float, kurtosis: float, n_trials: int, trials_sr_variance: float
-) -> Estimate:
-    """DSR = PSR(SR0) with SR0 = expected_max_sharpe(n_trials, trials_sr_variance): the
-    probability that the true Sharpe ratio beats the best of `n_trials` skill-less trials.
-    Bailey & López de Prado (2014), "The Deflated Sharpe Ratio", J. Portfolio Management 40(5).
-    With one trial SR0 = 0 and DSR equals PSR against 0. Per-period inputs throughout."""
-    sr0 = expected_max_sharpe(n_trials, trials_sr_variance)
-    if sr0.value is None:
-        return sr0
-    return probabilistic_sharpe_ratio(sr, n, skew, kurtosis, sr0.value)
-
-
-def min_track_record_length(
-    sr: float | None, skew: float, kurtosis: float, sr_benchmark: float = 0.0, alpha: float = 0.05
-) -> Estimate:
-    """Minimum number of returns for PSR(sr_benchmark) to reach 1 − alpha:
-    MinTRL = 1 + (1 − γ3·SR + (γ4 − 1)/4·SR²)·(z_{1−α} / (SR − SR*))², γ4 RAW kurtosis.
-    Bailey & López de Prado (2012), "The Sharpe Ratio Efficient Frontier", J. Risk 15(2), section
-    "Track Record Length" (the PSR formula solved for n). In periods of the returns, not rounded.
-    None when sr <= sr_benchmark, alpha is outside (0, 1) or the variance term is <= 0."""
-    if sr is None:
-        return _undefined("Sharpe ratio undefined (zero variance or fewer than 3 returns)")
-    if not _finite(sr, skew, kurtosis, sr_benchmark, alpha):
-        return _undefined("non-finite input")
-    if not 0.0 < alpha < 1.0:
-        return _undefined(f"alpha must be in (0, 1), got {alpha}")
-    if sr <= sr_benchmark:
-        return _undefined(f"Sharpe ratio {sr:.4g} <= benchmark {sr_benchmark:.4g}: no track record suffices")
-    var = _sr_variance_term(sr, skew, kurtosis)
-    if var <= 0.0:
-        return _undefined(f"variance term 1 - skew*sr + (kurtosis-1)/4*sr^2 = {var:.3g} <= 0")
-    z = float(stats.norm.ppf(1.0 - alpha))
-    return Estimate(1.0 + var * (z / (sr - sr_benchmark)) ** 2)
 
 
 # ------------------------------------------------------------------ block bootstrap (arch)
@@ -177,7 +38,7 @@ def block_length(x: np.ndarray) -> float:
         return 1.0
     found: list[float] = []
     for col in arr.T:
-        if not np.all(np.isfinite(col)) or _is_constant(col, float(np.std(col))):
+        if not np.all(np.isfinite(col)) or is_constant(col, float(np.std(col))):
             continue
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -242,8 +103,15 @@ def bootstrap_ci(
         raise ValueError(f"bootstrap_ci: need reps >= 1 and 0 < alpha < 1, got reps={reps}, alpha={alpha}")
     arrays = _as_arrays(data)
     n = arrays[0].shape[0]
-    out: dict = {"estimate": None, "low": None, "high": None, "block_length": None, "reps": int(reps),
-                 "dropped": 0, "reason": ""}
+    out: dict = {
+        "estimate": None,
+        "low": None,
+        "high": None,
+        "block_length": None,
+        "reps": int(reps),
+        "dropped": 0,
+        "reason": "",
+    }
     if n < MIN_POINTS:
         out["reason"] = f"too few rows (n={n} < {MIN_POINTS})"
         return out
@@ -279,7 +147,7 @@ def monte_carlo(returns: np.ndarray, paths: int, seed: int, block: float | None 
     (`StationaryBootstrap.update_indices`, one call per path); everything after is vectorised.
     Returns {"paths", "days", "block_length", "final_multiple": quantiles of prod(1 + r),
     "max_drawdown": quantiles of min(equity / running peak − 1) with the start at 1 counted as a
-    peak (<= 0, as in lib.evaluation.metrics), "prob_loss": share of paths ending below 1, "reason"}; the
+    peak (<= 0, as in lib.evaluation.performance), "prob_loss": share of paths ending below 1, "reason"}; the
     quantile keys are q05, q25, q50, q75, q95. Raises ValueError on non-finite returns."""
     r = np.asarray(returns, dtype=float).ravel()
     if paths < 1:
@@ -287,8 +155,15 @@ def monte_carlo(returns: np.ndarray, paths: int, seed: int, block: float | None 
     if not np.all(np.isfinite(r)):
         raise ValueError("monte_carlo: returns must be finite")
     n = int(r.size)
-    out: dict = {"paths": int(paths), "days": n, "block_length": None, "final_multiple": None,
-                 "max_drawdown": None, "prob_loss": None, "reason": ""}
+    out: dict = {
+        "paths": int(paths),
+        "days": n,
+        "block_length": None,
+        "final_multiple": None,
+        "max_drawdown": None,
+        "prob_loss": None,
+        "reason": "",
+    }
     if n < MIN_POINTS:
         out["reason"] = f"too few returns (n={n} < {MIN_POINTS})"
         return out
@@ -299,8 +174,12 @@ def monte_carlo(returns: np.ndarray, paths: int, seed: int, block: float | None 
     peak = np.maximum(np.maximum.accumulate(equity, axis=1), 1.0)
     mdd = (equity / peak - 1.0).min(axis=1)
     final = equity[:, -1]
-    out.update(block_length=b, final_multiple=_quantiles(final), max_drawdown=_quantiles(mdd),
-               prob_loss=float(np.mean(final < 1.0)))
+    out.update(
+        block_length=b,
+        final_multiple=_quantiles(final),
+        max_drawdown=_quantiles(mdd),
+        prob_loss=float(np.mean(final < 1.0)),
+    )
     return out
 
 
@@ -342,35 +221,56 @@ def spa_test(
     if not (np.all(np.isfinite(bench)) and np.all(np.isfinite(mat))):
         raise ValueError("spa_test: returns must be finite")
     n = int(bench.size)
-    out: dict = {"lower": None, "consistent": None, "upper": None, "models": names, "n": n,
-                 "block_length": None, "reps": int(reps), "reason": ""}
+    out: dict = {
+        "lower": None,
+        "consistent": None,
+        "upper": None,
+        "models": names,
+        "n": n,
+        "block_length": None,
+        "reps": int(reps),
+        "reason": "",
+    }
     if n < MIN_POINTS:
         out["reason"] = f"too few days (n={n} < {MIN_POINTS})"
         return out
     diff = mat - bench[:, None]  # = loss_bench - loss_model: positive when the model earns more
-    const = np.array([_is_constant(d, float(np.std(d))) for d in diff.T])
+    const = np.array([is_constant(d, float(np.std(d))) for d in diff.T])
     means = diff.mean(axis=0)
     if np.any(const & (means > 0)):
         winners = [nm for nm, c, m in zip(names, const, means, strict=True) if c and m > 0]
-        out.update(lower=0.0, consistent=0.0, upper=0.0,
-                   reason=f"{', '.join(winners)} beat the benchmark by a constant every day")
+        out.update(
+            lower=0.0,
+            consistent=0.0,
+            upper=0.0,
+            reason=f"{', '.join(winners)} beat the benchmark by a constant every day",
+        )
         return out
     live = ~const
     if not live.any():
-        out.update(lower=1.0, consistent=1.0, upper=1.0,
-                   reason="every model differs from the benchmark by a constant <= 0 every day")
+        out.update(
+            lower=1.0,
+            consistent=1.0,
+            upper=1.0,
+            reason="every model differs from the benchmark by a constant <= 0 every day",
+        )
         return out
     if not live.all():
         out["reason"] = "left out (constant difference <= 0): " + ", ".join(
-            nm for nm, c in zip(names, const, strict=True) if c)
+            nm for nm, c in zip(names, const, strict=True) if c
+        )
     b = _given_block(block, diff[:, live])
     out["block_length"] = b
     if means[live].max() <= 0:
-        out.update(lower=1.0, consistent=1.0, upper=1.0,
-                   reason=(out["reason"] + "; " if out["reason"] else "")
-                   + "no model has a higher mean return than the benchmark (SPA statistic = 0)")
+        out.update(
+            lower=1.0,
+            consistent=1.0,
+            upper=1.0,
+            reason=(out["reason"] + "; " if out["reason"] else "")
+            + "no model has a higher mean return than the benchmark (SPA statistic = 0)",
+        )
         return out
-    d = diff[:, live] / np.sqrt(_long_run_variance(diff[:, live], b))
+    d = diff[:, live] / np.sqrt(_spa_kernel_variance(diff[:, live], b))
     spa = SPA(np.zeros(n), -d, block_size=b, reps=reps, bootstrap="stationary", seed=np.random.default_rng(seed))
     spa.compute()
     p = spa.pvalues
@@ -378,7 +278,7 @@ def spa_test(
     return out
 
 
-def _long_run_variance(d: np.ndarray, block: float) -> np.ndarray:
+def _spa_kernel_variance(d: np.ndarray, block: float) -> np.ndarray:
     """Per column, ω̂² = γ̂0 + 2·Σ_{i=1}^{n−1} κ(n, i)·γ̂_i with κ(n, i) = (1 − i/n)(1 − q)^i +
     (i/n)(1 − q)^(n−i), q = 1/block: the variance of sqrt(n)·mean under the stationary bootstrap
     (Politis & Romano 1994, used by Hansen 2005 to studentise the SPA statistic)."""
@@ -432,8 +332,13 @@ def spa_vs_baselines(
     for kind in ("lower", "consistent", "upper"):
         ps = [r[kind] for r in vs_each.values()]
         beats_all[kind] = None if any(p is None for p in ps) else float(max(ps))
-    return {"vs_each": vs_each, "beats_all": beats_all,
-            "beaten_by_any": spa_test(s, base, reps, seed, block), "block_length": block, "reps": int(reps)}
+    return {
+        "vs_each": vs_each,
+        "beats_all": beats_all,
+        "beaten_by_any": spa_test(s, base, reps, seed, block),
+        "block_length": block,
+        "reps": int(reps),
+    }
 
 
 # ------------------------------------------------------------------ permutation null, break-even cost
@@ -466,8 +371,14 @@ def permutation_test(
     observed = _value(statistic(predictions))
     null = [_value(statistic(shuffle_in_time(predictions, rng))) for _ in range(n)]
     kept = np.array([v for v in null if v is not None], dtype=float)
-    out: dict = {"observed": observed, "pvalue": None, "n": int(n), "dropped": int(n - kept.size),
-                 "null": [float(v) for v in kept], "reason": ""}
+    out: dict = {
+        "observed": observed,
+        "pvalue": None,
+        "n": int(n),
+        "dropped": int(n - kept.size),
+        "null": [float(v) for v in kept],
+        "reason": "",
+    }
     if observed is None:
         out["reason"] = "statistic undefined on the real predictions"
     elif not kept.size:
