@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
     holdings = read_positions(args.positions, result.market.tickers, cfg["allow_short"])
     orders = next_orders(result, signal, cfg, horizon, ppy, holdings)
     contrib = attribution(result)
-    chart = plots.attribution(contrib)
+    chart = plots.attribution_chart(contrib)
     write_csv(result.equity, args.out / "equity.csv")
     write_csv(result.weights, args.out / "weights.csv")
     write_csv(result.trades, args.out / "trades.csv")

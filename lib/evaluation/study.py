@@ -39,7 +39,10 @@ from lib.evaluation.sharpe import (
 from lib.portfolio.backtest import BacktestResult, run_backtest
 from lib.tables import BASELINES, BOOKS, STRATEGY
 
-DSR_TRIALS = (10, 100)  # "what if this were the best of N?" with the permutation null's Sharpe variance
+# The deflated Sharpe ratio (Bailey and Lopez de Prado 2014, eq. 2) asks "what if this run were the best of
+# N trials?"; a single run cannot know N, so it reports N = 10 and 100 with the permutation null's Sharpe
+# variance as the trials' spread (python -m stages.trials uses the real count). Reported, never tuned on.
+DSR_TRIALS = (10, 100)
 
 
 def interval(ci: dict) -> dict:

@@ -143,7 +143,7 @@ def permutation_hist(null: list[float], observed: float | None, pvalue: float | 
     return _png(fig)
 
 
-def attribution(contrib: pd.DataFrame) -> bytes:
+def attribution_chart(contrib: pd.DataFrame) -> bytes:
     """Net contribution of each ticker to the strategy's return, split into long, short and costs."""
     df = contrib.sort_values("net")
     fig = Figure(figsize=(7, max(2.5, 0.3 * len(df) + 1)))
