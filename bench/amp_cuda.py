@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib.ml.fit import resolve_amp, seed_everything
 from lib.ml.models import FoldData, build
+from lib.ml.runtime import resolve_amp, seed_everything
 from lib.params import load_params
 
 ARCHS = ("lstm", "gru", "alstm", "transformer")

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib.ml.fit import RunCache, resolve_amp, seed_everything
+from lib.ml.fit import RunCache
 from lib.ml.models import FoldData, build, build_net
 from lib.ml.panel import windows
+from lib.ml.runtime import resolve_amp, seed_everything
 from lib.params import load_params
 
 ARCHS = ("lstm", "gru", "alstm", "transformer")

@@ -1,4 +1,4 @@
-"""The deterministic runtime (lib/ml/fit.py `deterministic_runtime`): strict deterministic algorithms,
+"""The deterministic runtime (lib/ml/runtime.py `deterministic_runtime`): strict deterministic algorithms,
 a fixed thread count with static OpenMP teams, a resume key that knows the code and the CPU; and
 training that gives the same bytes run after run, in another process and with the CPU busy."""
 
@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.ml.fit import RunCache, deterministic_runtime, native_threads, runtime_fingerprint
+from lib.ml.fit import RunCache
 from lib.ml.folds import Fold
+from lib.ml.runtime import deterministic_runtime, native_threads, runtime_fingerprint
 from lib.params import validate_params
 from tests.helpers import gbm_bars, small_params
 
@@ -82,7 +83,7 @@ def test_resume_state_is_keyed_by_the_code_and_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN's kernels of a CPU without AVX-512
     assert RunCache.for_run(tmp_path, p, "abc", "cpu").folder != first
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
-    monkeypatch.setattr("lib.ml.fit.TRAINING_CODE", ("fit.py",))  # other training code
+    monkeypatch.setattr("lib.ml.runtime.TRAINING_CODE", ("fit.py",))  # other training code
     assert RunCache.for_run(tmp_path, p, "abc", "cpu").folder != first
     fp = runtime_fingerprint()
     assert fp["capability"] == torch.backends.cpu.get_cpu_capability() and len(fp["code"]) == 64

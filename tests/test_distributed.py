@@ -16,8 +16,9 @@ import torch.multiprocessing as mp
 
 from lib.errors import PipelineError
 from lib.ml import distributed
-from lib.ml.fit import fit_torch, resolve_amp
+from lib.ml.fit import fit_torch
 from lib.ml.models import build_net
+from lib.ml.runtime import resolve_amp
 from lib.ml.trainer import check_processes, load_checkpoint
 from tests.helpers import run_stages, small_params, stage_commands, tool_env, write_params
 

@@ -17,10 +17,11 @@ import torch
 
 from lib.errors import PipelineError
 from lib.io import read_table
-from lib.ml.fit import fit_torch, resolve_amp, seed_everything
+from lib.ml.fit import fit_torch
 from lib.ml.folds import Fold
 from lib.ml.models import GBMModel, LSTMRegressor, build_net
 from lib.ml.panel import WindowPanel
+from lib.ml.runtime import resolve_amp, seed_everything
 from lib.ml.schedule import Schedule
 from lib.ml.trainer import load_checkpoint, predict_rows, train_fold
 from lib.params import validate_params

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib.ml.fit import Amp, EpochLog, RunCache, fit_torch, loss_fn, native_threads, predict_scaled
+from lib.ml.fit import EpochLog, RunCache, fit_torch, loss_fn, predict_scaled
+from lib.ml.runtime import Amp, native_threads
 
 
 # ------------------------------------------------------------------------------------------- networks

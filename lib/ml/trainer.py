@@ -23,20 +23,13 @@ import torch
 from lib.cli import setup_logging
 from lib.errors import PipelineError
 from lib.ml import distributed
-from lib.ml.fit import (  # noqa: F401 - re-exported: the stages and tests import the loop's API from here
-    Amp,
-    EpochLog,
-    RunCache,
-    deterministic_runtime,
-    loss_fn,
-    resolve_amp,
-    resolve_device,
-    seed_everything,
-    torch_bytes,
-)
+
+# Re-exported: the stages and tests import the loop's API from here.
+from lib.ml.fit import EpochLog, RunCache, loss_fn, torch_bytes
 from lib.ml.folds import Fold
 from lib.ml.models import REGISTRY, Ensemble, FoldData, build, restore
 from lib.ml.panel import WindowPanel
+from lib.ml.runtime import Amp, deterministic_runtime, resolve_amp, resolve_device, seed_everything  # noqa: F401
 from lib.params import result_params
 
 log = logging.getLogger(__name__)
