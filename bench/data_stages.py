@@ -70,6 +70,12 @@ def workspace(folder: Path, universe: Path, n: int) -> int:
 
 def run_stage(folder: Path, argv: list[str]) -> tuple[float, float]:
     """Run one stage in its own process; (wall seconds, peak RSS MiB of that process)."""
+    wall, _, mib = stage_usage(folder, argv)
+    return wall, mib
+
+
+def stage_usage(folder: Path, argv: list[str]) -> tuple[float, float, float]:
+    """Run one stage in its own process; (wall seconds, CPU seconds, peak RSS MiB) of that process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -80,7 +86,7 @@ def run_stage(folder: Path, argv: list[str]) -> tuple[float, float]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{argv[2]} failed:\n{proc.stderr.read().decode()}")
     proc.stderr.close()
-    return wall, usage.ru_maxrss / 1024  # KiB on Linux
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # KiB on Linux
 
 
 def format_reference(features: Path) -> dict[str, float]:

@@ -21,7 +21,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["stages", "lib", "data/sample", ".dvc/plots", ".dvc/config", "dvc.yaml", ".gitignore"]
+COPY = [
+    "stages",
+    "lib",
+    "data/sample",
+    "data/store",
+    "data/universe",
+    "track",
+    ".dvc/plots",
+    ".dvc/config",
+    "dvc.yaml",
+    ".gitignore",
+]
 
 
 def committed_params() -> str:

@@ -80,15 +80,15 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
         df.assign(**dates).to_csv(tmp, index=False)
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+def write_table(df: pd.DataFrame, path: str | os.PathLike, metadata: dict[bytes, bytes] | None = None) -> None:
     """Write a table without its index: Parquet (zstd) for `*.parquet`, else CSV (`write_csv`).
 
-    The Parquet file holds only the Arrow schema (no pandas metadata), so its bytes depend on the
-    values and the pinned pyarrow alone."""
+    The Parquet file holds only the Arrow schema (no pandas metadata) and `metadata` (key-value pairs of its
+    schema, Parquet only), so its bytes depend on the values and the pinned pyarrow alone."""
     if Path(path).suffix != ".parquet":
         write_csv(df, path)
         return
-    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(metadata)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 

@@ -9,12 +9,16 @@ Scale-out, two ways (lib/ml/trainer.py, lib/ml/distributed.py):
 * `train.workers: N` trains N models (folds, final) at once in spawned processes, each with
   `train.threads` threads; on CPU the outputs are byte-identical to `workers: 1`.
 * `torchrun --nproc_per_node=K -m stages.train ...` (same arguments) trains each model
-  data-parallel on K ranks (gloo on CPU, nccl on CUDA); rank 0 alone writes."""
+  data-parallel on K ranks (gloo on CPU, nccl on CUDA); rank 0 alone writes.
+
+Baselines (evaluate.baseline_models, lib/ml/baselines.py): each family is trained on the same walk-forward
+folds and features, after the model's jobs and in the same processes, into models/baselines/<family>/."""
 
 import logging
 import shutil
 import time
 from argparse import Namespace
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -25,6 +29,7 @@ from dvclive import Live
 from lib.cli import path_args, run_stage
 from lib.io import clear_dir, file_sha256, read_table, write_bytes, write_csv
 from lib.ml import distributed
+from lib.ml.baselines import baseline_dir, baseline_families, baseline_jobs
 from lib.ml.folds import make_folds
 from lib.ml.panel import WindowPanel
 from lib.ml.trainer import RunCache, TrainJob, check_processes, resolve_amp, resolve_device, train_jobs
@@ -70,7 +75,11 @@ def train(args: Namespace, params: dict[str, Any], device: torch.device) -> None
         TrainJob(panel, fold, params, data_hash, str(devices[i % len(devices)]), cache, f"[{i + 1}/{len(folds)}]")
         for i, fold in enumerate(folds)
     ]
-    trained = train_jobs(jobs, workers)
+    families = baseline_families(params, note=True)
+    extra = baseline_jobs(panel, folds, params, data_hash, [str(d) for d in devices])
+    if families:
+        log.info("baseline models %s on the same %d folds", families, len(folds) - 1)
+    trained = train_jobs([*jobs, *(job for _, job in extra)], workers)
     if not main_rank:
         for _ in trained:  # train in step with rank 0; write nothing
             pass
@@ -80,7 +89,7 @@ def train(args: Namespace, params: dict[str, Any], device: torch.device) -> None
     curves: list[dict] = []
     start = time.perf_counter()
     with Live(str(args.live), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        for model in trained:
+        for model in islice(trained, len(jobs)):
             write_bytes(model.checkpoint, args.models / f"{model.name}.pt")
             for key, value in model.metrics.items():
                 live.log_metric(f"{model.name}/{key}", value, plot=False)
@@ -90,6 +99,11 @@ def train(args: Namespace, params: dict[str, Any], device: torch.device) -> None
                 if not e.fold.endswith("/refit")
             ]  # a refit: no val loss
     write_csv(pd.DataFrame(curves), args.live / "curves.csv")
+    model_done = time.perf_counter()
+    for (family, _), model in zip(extra, trained, strict=True):  # losses to the log only (train_job logs them)
+        write_bytes(model.checkpoint, baseline_dir(args.models, family) / f"{model.name}.pt")
+    if extra:
+        log.info("baselines trained in %.1fs", time.perf_counter() - model_done)
     shutil.rmtree(cache.folder, ignore_errors=True)  # every output is written: nothing left to resume
     log.info("trained in %.1fs", time.perf_counter() - start)
 

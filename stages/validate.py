@@ -16,7 +16,7 @@ def main(argv: list[str]) -> None:
     params = load_params()
     cfg = params["validate"]
     raw = check_schema(read_table(args.prices, []), str(args.prices))
-    clean, findings = validate_prices(raw, cfg, params["data"]["tickers"])
+    clean, findings = validate_prices(raw, cfg, params["data"]["tickers"], params["data"]["calendar"])
     write_json(report(raw, clean, findings, cfg["policy"]), args.report)
     fatal = fatal_findings(findings, cfg["policy"])
     if fatal:

@@ -39,6 +39,9 @@ DEFAULT_FEATURES = {  # params.yaml's features section when the goldens were cap
     "horizon": 5, "return_windows": [1, 5, 10, 21, 63], "sma_windows": [10, 50, 200], "ema_windows": [12, 26],
     "rsi_window": 14, "macd_fast": 12, "macd_slow": 26, "macd_signal": 9, "bollinger_window": 20,
     "bollinger_k": 2.0, "atr_window": 14, "vol_windows": [5, 21, 63], "volume_window": 21, "calendar": True}  # fmt: skip
+# features keys added after the capture: their defaults are the basic set, not normalised (the goldens' case).
+OPT_IN_FEATURES = {"set": "basic", "alpha158_windows": [5, 10, 20, 30, 60], "cross_section": "none",
+                   "cross_section_keep_raw": True}  # fmt: skip
 OTHER_FEATURES = {
     "horizon": 3, "return_windows": [2, 7], "sma_windows": [5, 30], "ema_windows": [3, 40], "rsi_window": 9,
     "macd_fast": 5, "macd_slow": 15, "macd_signal": 4, "bollinger_window": 10, "bollinger_k": 1.5,

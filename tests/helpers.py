@@ -155,7 +155,9 @@ def synthetic_study(
     over the last `test` sessions (two folds), and the real backtest's outputs. Writes params.yaml,
     data/clean/prices.parquet, data/predictions.parquet and reports/backtest/ under `folder`; returns params."""
     from lib.io import write_csv, write_table
-    from lib.portfolio.backtest import run_backtest
+    from lib.portfolio.backtest import run_backtest, run_baseline_books
+    from lib.portfolio.long_short import long_short_book
+    from lib.tables import BASELINE_PREDICTIONS
 
     p = small_params()
     p["data"]["tickers"] = list(tickers)
@@ -180,12 +182,25 @@ def synthetic_study(
             ).head(test)
         )
     preds = pd.concat(parts).sort_values(["date", "ticker"]).reset_index(drop=True)
-    result = run_backtest(prices, preds, p["backtest"], horizon, p["evaluate"]["periods_per_year"])
+    ppy = p["evaluate"]["periods_per_year"]
+    result = run_backtest(prices, preds, p["backtest"], horizon, ppy)
+    # one baseline family ("ridge"): the same rows with half the signal and fresh noise
+    baseline = preds.assign(prediction=0.5 * preds["prediction"] + rng.normal(0, preds["prediction"].std(), len(preds)))
+    base_equity, base_trades = run_baseline_books(prices, preds, {"ridge": baseline}, p["backtest"], horizon, ppy)
+    long_short, _ = long_short_book(prices, preds, p["backtest"], horizon, ppy)
     write_params(folder, p)
     write_table(prices, folder / "data/clean/prices.parquet")
     write_table(preds, folder / "data/predictions.parquet")
+    features = preds[["date", "ticker", "label"]].assign(feature=rng.normal(size=len(preds)))
+    write_table(features, folder / "data/features.parquet")  # evaluate reads the labels (live) and drift
+    write_table(baseline.assign(book="ridge")[BASELINE_PREDICTIONS], folder / "data/baseline_predictions.parquet")
+    out = folder / "reports/backtest"
     for name in ("equity", "trades", "weights"):
-        write_csv(getattr(result, name), folder / "reports/backtest" / f"{name}.csv")
+        write_csv(getattr(result, name), out / f"{name}.csv")
+    write_csv(base_equity, out / "baseline_equity.csv")
+    write_csv(base_trades, out / "baseline_trades.csv")
+    write_csv(long_short.equity if long_short else result.equity[["date"]], out / "long_short.csv")
+    write_csv(long_short.trades if long_short else result.trades.iloc[:0], out / "long_short_trades.csv")
     return p
 
 

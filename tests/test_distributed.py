@@ -34,7 +34,7 @@ def _params(**train):
 
 
 def _outputs() -> dict:
-    names = sorted(p.name for p in Path("models").iterdir())
+    names = sorted(p.name for p in Path("models").glob("*.pt"))  # models/baselines/ holds the baseline families
     ckpts = {name: load_checkpoint(Path("models") / name)[1] for name in names}
     return {
         "ckpts": ckpts,

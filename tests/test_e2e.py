@@ -27,7 +27,7 @@ def repo(tmp_path_factory):
     dvc = [sys.executable, "-m", "dvc"]
     _run(repo, "git", "init", "-q")
     _run(repo, *dvc, "init", "-q")
-    for item in ("stages", "lib", "data/sample", ".dvc/plots"):
+    for item in ("stages", "lib", "data/sample", "data/store", "data/universe", "track", ".dvc/plots"):
         shutil.copytree(ROOT / item, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
     for item in ("dvc.yaml", ".gitignore", ".dvc/config"):
         shutil.copy(ROOT / item, repo / item)
@@ -115,6 +115,18 @@ def test_users_csv_folder_is_a_dependency(repo, tmp_path):
     status = _run(path, *dvc, "status", "download").stdout
     assert "changed deps" in status and str(folder) in status
     write_params(path, small_params())
+
+
+def test_membership_folder_is_a_dependency(repo):
+    """data.membership lives in data/universe/, a dep of predict in dvc.yaml: a new or edited file there
+    reruns predict onwards (a null path could not be a dependency), and train stays up to date."""
+    path, dvc = repo
+    (path / "data/universe/spy.csv").write_text("ticker,start,end\nSPY,2016-01-04,\n")
+    status = _run(path, *dvc, "status", "predict").stdout
+    assert "changed deps" in status and "data/universe" in status
+    assert "up to date" in _run(path, *dvc, "status", "train").stdout
+    (path / "data/universe/spy.csv").unlink()
+    assert "up to date" in _run(path, *dvc, "status", "predict").stdout
 
 
 def test_git_ignores_dvc_plots_output():

@@ -5,7 +5,7 @@ import pytest
 from lib.data.features import build_features, feature_columns
 from lib.io import read_table
 from lib.tables import LABEL, LABEL_END
-from tests.golden import GOLDEN, assert_matches_golden, features_of, sample_prices, stored
+from tests.golden import GOLDEN, OPT_IN_FEATURES, assert_matches_golden, features_of, sample_prices, stored
 from tests.helpers import default_params, frame_sha, gbm_bars, run_stages, write_params
 
 
@@ -119,7 +119,8 @@ def test_data_stages_through_parquet_give_the_golden_features(workdir):
     """download -> validate -> featurize on the sample, the default params: the golden values
     captured before Parquet (and before vectorisation)."""
     p = default_params()
-    assert p["features"] == GOLDEN["default"]["cfg"] and p["data"]["tickers"] == GOLDEN["default"]["tickers"]
+    assert p["features"] == {**GOLDEN["default"]["cfg"], **OPT_IN_FEATURES}
+    assert p["data"]["tickers"] == GOLDEN["default"]["tickers"]
     write_params(workdir, p)
     run_stages("download", "validate", "featurize")
     assert_matches_golden(read_table(workdir / "data/features.parquet", []), "default")

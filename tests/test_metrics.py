@@ -141,15 +141,15 @@ def test_quantile_spread_by_hand_and_sign():
     assert few.values["mean"] is None and few.reasons["mean"]
 
 
-def test_pooled_rank_ic_matches_prediction_quality_and_ignores_missing_cells():
-    from lib.evaluation.forecast import ic_matrices, pooled_rank_ic
+def test_rank_ic_matches_prediction_quality_and_ignores_missing_cells():
+    from lib.evaluation.forecast import ic_matrices, rank_ic
 
     pred = _panel(lambda y, rng: y + rng.normal(0, 0.02))
     _, p, y = ic_matrices(pred)
-    assert pooled_rank_ic(p, y) == pytest.approx(prediction_quality(pred, 5).values["ic"], abs=1e-12)
+    assert rank_ic(p, y) == pytest.approx(prediction_quality(pred, 5).values["ic"], abs=1e-12)
     p = p.copy()
     p[0, 0] = np.nan
-    assert pooled_rank_ic(p, y) is not None and pooled_rank_ic(np.ones_like(y), y) is None
+    assert rank_ic(p, y) is not None and rank_ic(np.ones_like(y), y) is None
 
 
 def test_fold_table_splits_by_fold_dates():
@@ -183,3 +183,26 @@ def test_member_ics_sit_beside_the_ensembles():
     assert s["member_0_ic"] == pytest.approx(1.0) and abs(s["member_1_ic"]) < 0.1
     assert s["member_1_ic"] < s["ensemble_ic"] < s["member_0_ic"]
     assert member_ics(panel.drop(columns=["member_0", "member_1"]), 5).values == {}
+
+
+def test_rank_ic_is_spearman_and_per_date_ic_equals_a_loop_over_dates():
+    from scipy import stats as sps
+
+    from lib.evaluation.forecast import per_date_ic, rank_ic
+
+    pred = _panel(lambda y, rng: np.round(y + rng.normal(0, 0.02), 2))  # rounding makes ties
+    assert rank_ic(pred["prediction"], pred["label"]) == pytest.approx(
+        sps.spearmanr(pred["prediction"], pred["label"]).statistic, abs=1e-12
+    )
+    first = pred["date"] == pred["date"].iloc[0]
+    pred.loc[first, "prediction"] = 0.5  # a date without varying predictions is left out
+    got = per_date_ic(pred, 5)
+    expected = [
+        (d, np.corrcoef(g["prediction"], g["label"])[0, 1], sps.spearmanr(g["prediction"], g["label"]).statistic)
+        for d, g in pred.groupby("date")
+        if g["prediction"].nunique() > 1
+    ]
+    assert list(got["date"]) == [e[0] for e in expected]
+    assert np.allclose(got["ic"], [e[1] for e in expected], rtol=0, atol=1e-12)
+    assert np.allclose(got["rank_ic"], [e[2] for e in expected], rtol=0, atol=1e-12)
+    assert per_date_ic(pred, 7).empty  # 6 tickers a date: none has 7

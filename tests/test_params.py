@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from lib.errors import PipelineError
-from lib.params import BACKTEST_FROM, PATH_DEPENDENT, SCHEMA, load_params, validate_params
+from lib.params import BACKTEST_FROM, PATH_DEPENDENT, load_params, validate_params
 from lib.portfolio.config import PortfolioConfig
+from lib.schema import SCHEMA
 from tests.helpers import ROOT, default_params, stage_commands, tool_env, write_params
 
 

@@ -25,6 +25,8 @@ def _outputs():
         "predictions": "data/predictions.parquet",
         "weights": "reports/backtest/weights.csv",
         "equity": "reports/backtest/equity.csv",
+        "baseline_predictions": "data/baseline_predictions.parquet",  # evaluate.baseline_models: ridge, gbm
+        "baseline_equity": "reports/backtest/baseline_equity.csv",
     }
     return {name: read_table(path, ["date"]) for name, path in files.items()}
 
@@ -118,6 +120,10 @@ DETERMINISTIC = [
     "reports/signal.json",
     "reports/backtest/equity.csv",
     "reports/backtest/trades.csv",
+    "models/baselines/ridge/fold_00.pt",
+    "models/baselines/gbm/fold_01.pt",
+    "data/baseline_predictions.parquet",
+    "reports/backtest/baseline_equity.csv",
     "reports/plots/drawdown.csv",
     "reports/plots/equity.png",
     "reports/plots/pred_vs_real.png",
@@ -198,9 +204,10 @@ def test_metrics_lead_with_the_verdict_and_training_keeps_what_users_compare(bas
 
 def test_signal_says_when_the_orders_execute(base_run):
     sig = json.loads((base_run["folder"] / "reports/signal.json").read_text())
-    as_of, executes = pd.Timestamp(sig["as_of"]), pd.Timestamp(sig["executes"])
-    assert sig["fill"] == "next_open" and executes.dayofweek < 5 and 1 <= (executes - as_of).days <= 3
-    assert sig["scheduled_rebalance"] == (as_of.dayofweek == 4)  # data end on a Friday: a weekly decision
+    # the data end on Tuesday 31 December 2019: the orders fill at the next real session, 2 January 2020 (not the
+    # weekday 1 January), which is in the same ISO week, so the as-of date is no scheduled weekly rebalance
+    assert sig["fill"] == "next_open" and (sig["as_of"], sig["executes"]) == ("2019-12-31", "2020-01-02")
+    assert sig["scheduled_rebalance"] is False
 
 
 def test_train_owns_its_folders(base_run, tmp_path, monkeypatch):
@@ -210,7 +217,7 @@ def test_train_owns_its_folders(base_run, tmp_path, monkeypatch):
     shutil.copy("models/fold_01.pt", "models/fold_05.pt")
     Path("reports/train/fold_05").mkdir()
     run_stages("train")
-    assert sorted(p.name for p in Path("models").iterdir()) == ["final.pt", "fold_00.pt", "fold_01.pt"]
+    assert sorted(p.name for p in Path("models").glob("*.pt")) == ["final.pt", "fold_00.pt", "fold_01.pt"]
     assert sorted(p.name for p in Path("reports/train").iterdir()) == ["curves.csv", "metrics.json"]
 
 

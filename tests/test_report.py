@@ -28,17 +28,15 @@ def _inputs(folder: Path):
 
 
 def _sections(folder: Path, signal: float, seed: int, **evaluate_params):
-    """evaluate.significance on a synthetic study: the sections as it returns them (Stats keep their reasons)."""
+    """evaluate.significance on a synthetic study, as it returns it (Sections keep their reasons)."""
     params = synthetic_study(folder, signal, seed)
     params["evaluate"].update(evaluate_params)
     return evaluate.significance(*_inputs(folder), params)
 
 
 def _significance(folder: Path, signal: float, seed: int, permutations: int = 30, **evaluate_params):
-    sections, series = _sections(folder, signal, seed, permutations=permutations, **evaluate_params)
-    return {
-        k: (v.values if hasattr(v, "values") and not isinstance(v, dict) else v) for k, v in sections.items()
-    }, series
+    study = _sections(folder, signal, seed, permutations=permutations, **evaluate_params)
+    return {k: v.values for k, v in study.sections.items()}, study.series
 
 
 @pytest.mark.parametrize("seed", [3, 4])
@@ -47,8 +45,8 @@ def test_pure_noise_is_not_significant(tmp_path, seed):
     s = sig["significance"]
     assert s["permutation_pvalue"] > 0.1
     # the best of many skill-less trials: the DSR with 100 trials is low
-    m = series["moments"]
-    var = float(np.var(np.asarray(series["permutation"]["null"]) / np.sqrt(252), ddof=1))
+    m = series.moments
+    var = float(np.var(np.asarray(series.permutation["null"]) / np.sqrt(252), ddof=1))
     assert deflated_sharpe_ratio(m.sr, m.n, m.skew, m.kurtosis, 100, var).value < 0.5
     assert s["dsr_100_trials"] < 0.5 and s["spa_vs_benchmark_pvalue"] > 0.05
 
@@ -73,14 +71,13 @@ def test_injected_signal_is_significant_everywhere(tmp_path):
     assert cost["break_even_bps"] is not None, "an edge that vanishes inside the grid has a break-even cost"
     assert cost["current_bps"] == 10.0 and 50 < cost["break_even_bps"] < 200
     assert cost["break_even_bps"] == pytest.approx(chord_zero, abs=1.5)
-    assert all(f["rank_ic"] > 0.2 for f in series["folds"])
+    assert all(f["rank_ic"] > 0.2 for f in series.folds)
 
 
 def test_a_signal_that_loses_even_without_costs_has_no_break_even_and_says_why(tmp_path):
     """The inverted signal trades against the future: no edge over buy-and-hold at 0 bps, so no
     cost at which it vanishes; the value is None with its reason, never a number."""
-    sections, _ = _sections(tmp_path, -1.0, 5, permutations=2)
-    cost = sections["cost_sensitivity"]
+    cost = _sections(tmp_path, -1.0, 5, permutations=2).sections["cost_sensitivity"]
     assert cost.values["edge_at_0bps"] < 0
     assert cost.values["break_even_bps"] is None
     assert cost.reasons["break_even_bps"] == "no edge even at 0 bps"
@@ -103,6 +100,12 @@ ARGS = [
     "reports/backtest",
     "--predictions",
     "data/predictions.parquet",
+    "--baselines",
+    "data/baseline_predictions.parquet",
+    "--features",
+    "data/features.parquet",
+    "--ledger",
+    "track/ledger.csv",
     "--prices",
     "data/clean/prices.parquet",
     "--metrics",

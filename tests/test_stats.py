@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from lib.evaluation.estimate import Estimate
 from lib.evaluation.resampling import block_length, bootstrap_ci, monte_carlo, spa_test, spa_vs_baselines
 from lib.evaluation.sharpe import (
-    Estimate,
     deflated_sharpe_ratio,
     expected_max_sharpe,
     min_track_record_length,
@@ -324,3 +324,21 @@ def test_break_even_cost_bisects_the_zero_crossing():
     assert break_even_cost(lambda c: -0.01 - c, [0, 10])["break_even_bps"] is None
     high = break_even_cost(lambda c: 1.0, [0, 10])
     assert high["break_even_bps"] is None and "still positive" in high["reason"]
+
+
+def test_a_section_nests_and_names_every_undefined_leaf_with_its_reason():
+    from lib.evaluation.estimate import Section
+
+    root = Section()
+    root.put("n", 3)
+    root.put("ratio", float("inf"), "zero volatility")
+    inner = root.section("intervals")
+    inner.interval("sharpe", {"low": None, "high": None, "reason": "too few rows"})
+    inner.add("ic", Estimate(0.1))
+    assert root.values == {"n": 3, "ratio": None, "intervals": {"sharpe": {"low": None, "high": None}, "ic": 0.1}}
+    assert root.reasons == {
+        "ratio": "zero volatility",
+        "intervals.sharpe.low": "too few rows",
+        "intervals.sharpe.high": "too few rows",
+    }
+    assert isinstance(root.values["n"], int) and Estimate.of(float("nan")) == Estimate(None, "undefined")

@@ -41,7 +41,7 @@ def test_two_workers_write_the_bytes_of_one_process(workdir, monkeypatch, capfd)
     run_stages("train")
     for f in OUTPUTS:
         assert Path(f).read_bytes() == serial[f], f
-    assert sorted(p.name for p in Path("models").iterdir()) == ["final.pt", "fold_00.pt", "fold_01.pt"]
+    assert sorted(p.name for p in Path("models").glob("*.pt")) == ["final.pt", "fold_00.pt", "fold_01.pt"]
     ckpt = torch.load("models/final.pt", weights_only=True)
     assert "workers" not in ckpt["params"]["train"]  # how it ran is not part of the model
     features = stage_commands()["predict"][1]

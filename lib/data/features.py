@@ -74,18 +74,50 @@ class _TickerWindow(BaseIndexer):
         return start, end
 
 
+CALENDAR = ("dow_sin", "dow_cos", "month_sin", "month_cos")  # the same for every ticker on a date
+
+
+def sorted_bars(prices: pd.DataFrame) -> tuple[pd.DataFrame, _Groups]:
+    """The price table sorted by ticker then date, with adjusted OHLC (`lib.data.prices.adjusted`),
+    and its ticker segments: what every feature set is computed from."""
+    g = prices[prices["ticker"].notna()].sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
+    grp = _Groups(pd.factorize(g["ticker"], sort=False)[0])
+    return adjusted(g), grp
+
+
+def labelled_table(g: pd.DataFrame, grp: _Groups, f: dict[str, pd.Series], horizon: int) -> pd.DataFrame:
+    """`date, ticker, <features f>, label, label_end` over the rows of `sorted_bars`; warm-up rows
+    (any feature NaN or infinite) dropped. The last `horizon` rows of each ticker keep a NaN label:
+    they feed the live signal."""
+    logc = np.log(g["adj_close"])
+    label = (grp.shift(logc, -horizon) - logc).to_numpy()
+    ahead = np.arange(len(g)) + horizon  # the ticker's own horizon-th next row realises the label
+    dates = g["date"].to_numpy("datetime64[ns]")
+    label_end = np.where(ahead < grp.row_end, dates[np.minimum(ahead, len(g) - 1)], np.datetime64("NaT"))
+    keep = np.ones(len(g), dtype=bool)
+    for values in f.values():
+        keep &= np.isfinite(values.to_numpy(dtype=float))
+    rows = np.flatnonzero(keep)
+    block = np.empty((len(f), len(rows)))  # the kept rows, copied once, one feature per row
+    for row, values in zip(block, f.values(), strict=True):
+        np.take(values.to_numpy(dtype=float), rows, out=row)
+    out = pd.DataFrame(block.T, columns=list(f), copy=False)
+    out.insert(0, "ticker", g["ticker"].to_numpy()[rows])
+    out.insert(0, "date", g["date"].to_numpy()[rows])
+    out[LABEL] = np.where(np.isinf(label), np.nan, label)[rows]
+    out[LABEL_END] = label_end[rows]
+    return out
+
+
 def build_features(prices: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
-    """Long table `date, ticker, <features>, label`, sorted by ticker then date; warm-up rows
-    (any feature NaN) dropped.
+    """The basic set (`features.set: basic`): long table `date, ticker, <features>, label, label_end`,
+    sorted by ticker then date; warm-up rows (any feature NaN) dropped.
 
     Computed over the whole long table at once: shifts, rolling windows and recursive averages
     restart at each ticker's first row, giving exactly (bit for bit) what a per-ticker
-    computation gives. The last `horizon` rows of each ticker keep a NaN label: they feed the
-    live signal.
+    computation gives.
     """
-    g = prices[prices["ticker"].notna()].sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
-    grp = _Groups(pd.factorize(g["ticker"], sort=False)[0])
-    g = adjusted(g)
+    g, grp = sorted_bars(prices)
     c, h, lo = g["adj_close"], g["adj_high"], g["adj_low"]
     logc = np.log(c)
     r1 = logc - grp.shift(logc, 1)
@@ -120,18 +152,10 @@ def build_features(prices: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     f["volume_z"] = _ratio(lv - grp.rolling(lv, w).mean(), grp.rolling(lv, w).std(), 0.0)
     if cfg["calendar"]:
         dow, month = g["date"].dt.dayofweek, g["date"].dt.month - 1
-        f["dow_sin"], f["dow_cos"] = np.sin(2 * np.pi * dow / 5), np.cos(2 * np.pi * dow / 5)
-        f["month_sin"], f["month_cos"] = np.sin(2 * np.pi * month / 12), np.cos(2 * np.pi * month / 12)
-    out = pd.DataFrame(f)
-    out[LABEL] = grp.shift(logc, -cfg["horizon"]) - logc
-    ahead = np.arange(len(out)) + cfg["horizon"]  # the ticker's own horizon-th next row realises the label
-    dates = g["date"].to_numpy("datetime64[ns]")
-    out[LABEL_END] = np.where(ahead < grp.row_end, dates[np.minimum(ahead, len(out) - 1)], np.datetime64("NaT"))
-    out.insert(0, "ticker", g["ticker"].to_numpy())
-    out.insert(0, "date", g["date"].to_numpy())
-    cols = feature_columns(out)
-    out = out.replace([np.inf, -np.inf], np.nan).dropna(subset=cols)
-    return out.reset_index(drop=True)
+        cycles = (np.sin(2 * np.pi * dow / 5), np.cos(2 * np.pi * dow / 5))
+        cycles += (np.sin(2 * np.pi * month / 12), np.cos(2 * np.pi * month / 12))
+        f.update(zip(CALENDAR, cycles, strict=True))
+    return labelled_table(g, grp, f, cfg["horizon"])
 
 
 def feature_columns(df: pd.DataFrame) -> list[str]:

@@ -351,6 +351,23 @@ def download(cfg: dict[str, Any], sample_dir: Path) -> pd.DataFrame:
         frames = from_yfinance(tickers, start, end, cfg)
     else:
         frames = from_fmp(tickers, start, end, cfg)
+    return long_table(frames, cfg)
+
+
+def fetch_bars(cfg: dict[str, Any], ticker: str, start: str | None) -> pd.DataFrame:
+    """One ticker's bars from the network source `cfg['source']` (yfinance or fmp), from `start` (inclusive; None:
+    all history) to `data.end`: what `stages.refresh` asks for when it wants only the bars after the stored ones."""
+    if cfg["source"] == "yfinance":
+        return from_yfinance([ticker], start, cfg["end"], cfg)[ticker]
+    if cfg["source"] == "fmp":
+        return from_fmp([ticker], start, cfg["end"], cfg)[ticker]
+    raise PipelineError(f"data.source={cfg['source']} is not a network source (yfinance or fmp)")
+
+
+def long_table(frames: dict[str, pd.DataFrame], cfg: dict[str, Any]) -> pd.DataFrame:
+    """Per-ticker bars (in the order given) -> one long table `COLUMNS`, each ticker cut to [data.start, data.end];
+    a ticker left without rows is an error naming it."""
+    source, start, end = cfg["source"], cfg["start"], cfg["end"]
     parts = []
     for ticker, df in frames.items():
         keep = pd.Series(True, index=df.index)

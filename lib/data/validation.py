@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lib.data.calendar import DEFAULT_CALENDAR, missing_sessions
 from lib.errors import PipelineError
 from lib.tables import ALL_TICKERS, COLUMNS, PRICE_COLUMNS
 
@@ -191,14 +192,17 @@ def _add(
     found.add(step or rule, rule, rows.code[bad], rows.pos[bad], rows.date[bad], columns, details, action)
 
 
-def validate_prices(df: pd.DataFrame, cfg: dict[str, Any], tickers: list[str]) -> tuple[pd.DataFrame, list[Finding]]:
+def validate_prices(
+    df: pd.DataFrame, cfg: dict[str, Any], tickers: list[str], calendar: str = DEFAULT_CALENDAR
+) -> tuple[pd.DataFrame, list[Finding]]:
     """Run every check on every ticker at once (one pass over the long table, segment boundaries
     per ticker). Under `fail` any finding is fatal and its action says what `repair` would do;
     under `repair` only the unrepairable ones (an empty or missing ticker) are; `drop` repairs
     what `repair` repairs and drops every ticker with a finding it cannot repair (a gap, a big
     move, a stale run, no usable rows), so one broken ticker does not stop a universe. Returns the
     cleaned (repaired) table, sorted by ticker (in order of first appearance) then date, and the
-    findings, per ticker in the order of the checks."""
+    findings, per ticker in the order of the checks. Gaps count the sessions of exchange `calendar`
+    (`data.calendar`) missing between two rows, so a holiday is no gap."""
     policy = cfg["policy"]
     unusable = DROPPED if policy == "drop" else "fatal"
     findings = _missing_tickers(df, tickers, unusable)
@@ -213,7 +217,7 @@ def validate_prices(df: pd.DataFrame, cfg: dict[str, Any], tickers: list[str]) -
     _repair_negative_volume(rows, found, policy)
     # Suspicious but not repairable: kept under `repair`, fatal under `fail`.
     first, kept = rows.first_of_ticker(), _action("kept", policy)
-    _check_gaps(rows, first, cfg["max_gap_sessions"], found, kept)
+    _check_gaps(rows, first, cfg["max_gap_sessions"], calendar, found, kept)
     _check_one_day_moves(rows, first, cfg["max_move"], found, kept)
     _check_stale_closes(rows, first, cfg["max_stale_run"], found, kept)
     empty = np.setdiff1d(np.arange(len(names)), rows.code)
@@ -325,13 +329,14 @@ def _repair_negative_volume(rows: _Rows, found: _Collector, policy: str) -> None
     rows.table["volume"] = np.where(neg_vol, 0.0, volume)
 
 
-def _check_gaps(rows: _Rows, first: np.ndarray, max_gap: int, found: _Collector, kept: str) -> None:
-    """More than `max_gap` weekdays missing between two rows of a ticker."""
-    days = rows.date.astype("datetime64[D]")
-    missing_sessions = np.zeros(len(rows.table), dtype=np.int64)
-    missing_sessions[1:] = np.busday_count(days[:-1], days[1:]) - 1
-    gap = ~first & (missing_sessions > max_gap)
-    _add(found, "gap", rows, gap, None, [f"{m} weekdays missing before this date" for m in missing_sessions[gap]], kept)
+def _check_gaps(rows: _Rows, first: np.ndarray, max_gap: int, calendar: str, found: _Collector, kept: str) -> None:
+    """More than `max_gap` sessions of the exchange `calendar` missing between two rows of a ticker."""
+    missing = np.zeros(len(rows.table), dtype=np.int64)
+    if len(missing) > 1:
+        missing[1:] = missing_sessions(calendar, rows.date[:-1], rows.date[1:])
+    gap = ~first & (missing > max_gap)
+    details = [f"{m} {calendar} sessions missing before this date" for m in missing[gap]]
+    _add(found, "gap", rows, gap, None, details, kept)
 
 
 def _check_one_day_moves(rows: _Rows, first: np.ndarray, max_move: float, found: _Collector, kept: str) -> None:

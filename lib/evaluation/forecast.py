@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lib.evaluation.performance import Stats, mean_annual_of, one_sided_p, sharpe_of
+from lib.evaluation.estimate import Section
+from lib.evaluation.performance import mean_annual_of, one_sided_p, sharpe_of
 from lib.evaluation.sharpe import MIN_POINTS
 from lib.tables import STRATEGY
 
@@ -32,7 +33,25 @@ def _date_sums(dates: np.ndarray, *columns: np.ndarray) -> list[np.ndarray]:
     return [np.bincount(codes, weights=c) for c in columns]
 
 
-def prediction_quality(pred: pd.DataFrame, horizon: int) -> Stats:
+def _varies(ranks: np.ndarray) -> bool:
+    """Ranks that are not all equal (exact: equal values get the identical average rank)."""
+    return len(ranks) > 0 and ranks.min() < ranks.max()
+
+
+def rank_ic(p: np.ndarray, y: np.ndarray) -> float | None:
+    """The Spearman rank correlation of every non-missing (prediction, label) pair, the one rank IC of
+    this project: the mean product of ranks (ties averaged) standardised to mean 0 and population sd 1.
+    None for fewer than 3 pairs or a side without variation. Arrays of any shape (date x ticker
+    matrices included) are flattened."""
+    p, y = np.asarray(p, float).ravel(), np.asarray(y, float).ravel()
+    ok = ~(np.isnan(p) | np.isnan(y))
+    rp, ry = stats.rankdata(p[ok]), stats.rankdata(y[ok])
+    if ok.sum() < MIN_POINTS or not (_varies(rp) and _varies(ry)):
+        return None
+    return float(np.mean(stats.zscore(rp) * stats.zscore(ry)))
+
+
+def prediction_quality(pred: pd.DataFrame, horizon: int) -> Section:
     """Spearman information coefficient (IC) and directional accuracy over every labelled row,
     with inference that takes the date, not the (date, ticker) pair, as the unit.
 
@@ -43,16 +62,16 @@ def prediction_quality(pred: pd.DataFrame, horizon: int) -> Stats:
     overlap of `horizon`-session labels on consecutive dates; so no sampling offset is chosen.
     Directional accuracy is tested the same way against always guessing the more frequent sign
     (per-date sums of hits - naive x moved); both p-values are one-sided (H0: no skill)."""
-    s = Stats()
+    s = Section()
     rows = pred[pred["label"].notna()]
     p, y, d = rows["prediction"].to_numpy(float), rows["label"].to_numpy(float), rows["date"].to_numpy()
     n_dates = len(np.unique(d))
     s.put("n", len(rows))
     s.put("n_dates", n_dates)
     lags = 2 * horizon
-    if len(rows) >= MIN_POINTS and n_dates >= MIN_POINTS and np.std(p) > 0 and np.std(y) > 0:
+    ic = rank_ic(p, y)
+    if ic is not None and n_dates >= MIN_POINTS:
         zp, zy = (stats.zscore(stats.rankdata(v)) for v in (p, y))
-        ic = float(np.mean(zp * zy))
         prod, count = _date_sums(d, zp * zy, np.ones(len(rows)))
         se = math.sqrt(newey_west_variance(prod - ic * count, lags) * n_dates) / len(rows)
         s.put("ic", ic)
@@ -85,18 +104,6 @@ def _ranks_by_date(pred: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values(["date", "ticker"]).reset_index(drop=True)
 
 
-def pooled_rank_ic(p: np.ndarray, y: np.ndarray) -> float | None:
-    """Spearman correlation of every non-missing (prediction, label) cell of two date x ticker matrices."""
-    p, y = np.asarray(p, float).ravel(), np.asarray(y, float).ravel()
-    ok = ~(np.isnan(p) | np.isnan(y))
-    p, y = p[ok], y[ok]
-    if len(p) < MIN_POINTS or np.std(p) == 0 or np.std(y) == 0:
-        return None
-    rp, ry = stats.rankdata(p), stats.rankdata(y)
-    rp, ry = rp - rp.mean(), ry - ry.mean()
-    return float(np.mean(rp * ry) / (np.sqrt(np.mean(rp**2)) * np.sqrt(np.mean(ry**2))))
-
-
 def ic_matrices(pred: pd.DataFrame) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
     """Labelled predictions as date x ticker matrices (NaN where a ticker has no row): the unit of
     resampling for the IC's bootstrap is the date, so tickers on one day stay together."""
@@ -118,23 +125,42 @@ def _t_over_dates(x: np.ndarray, lags: int) -> tuple[float | None, float | None]
     return naive, nw
 
 
-def cross_sectional_ic(pred: pd.DataFrame, horizon: int, min_cross_section: int) -> tuple[Stats, pd.DataFrame]:
+def _correlation_by_date(codes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of a and b within each date code (group sums: no loop over dates)."""
+    n = np.bincount(codes)
+    da = a - (np.bincount(codes, weights=a) / n)[codes]
+    db = b - (np.bincount(codes, weights=b) / n)[codes]
+    cov, va, vb = (np.bincount(codes, weights=w) for w in (da * db, da * da, db * db))
+    return cov / np.sqrt(va * vb)
+
+
+def per_date_ic(pred: pd.DataFrame, min_cross_section: int) -> pd.DataFrame:
+    """On each date with at least `min_cross_section` labelled tickers whose predictions and labels
+    both vary, the Pearson (ic) and the Spearman (rank_ic: Pearson of the date's ranks, ties averaged)
+    correlation across tickers: the series (date, ic, rank_ic), in date order."""
+    rows = _ranks_by_date(pred)
+    size = rows.groupby("date")["prediction"].transform("size")
+    ranks = rows.groupby("date")[["prediction", "label"]].rank(method="average")
+    spread = ranks.groupby(rows["date"]).agg(["min", "max"])
+    varies = (spread.xs("min", axis=1, level=1) < spread.xs("max", axis=1, level=1)).all(axis=1)
+    keep = (size >= min_cross_section).to_numpy() & rows["date"].map(varies).to_numpy(bool)
+    rows, ranks = rows[keep], ranks[keep]
+    dates, codes = np.unique(rows["date"].to_numpy(), return_inverse=True)
+    p, y = rows["prediction"].to_numpy(float), rows["label"].to_numpy(float)
+    rp, ry = ranks["prediction"].to_numpy(float), ranks["label"].to_numpy(float)
+    return pd.DataFrame(
+        {"date": dates, "ic": _correlation_by_date(codes, p, y), "rank_ic": _correlation_by_date(codes, rp, ry)}
+    )
+
+
+def cross_sectional_ic(pred: pd.DataFrame, horizon: int, min_cross_section: int) -> tuple[Section, pd.DataFrame]:
     """Qlib's IC: on each date with at least `min_cross_section` labelled tickers, the Pearson (IC)
     and Spearman (Rank IC) correlation of predictions and labels across tickers; then their mean,
     ICIR = mean / std over dates, the naive t-statistic mean / std * sqrt(n_dates) and a
     Newey-West t with 2 x `horizon` lags (labels of consecutive dates overlap). Returns the
     summary and the per-date series (date, ic, rank_ic)."""
-    s = Stats()
-    rows = _ranks_by_date(pred)
-    per_date = []
-    for date, g in rows.groupby("date", sort=True):
-        if len(g) < min_cross_section:
-            continue
-        p, y = g["prediction"].to_numpy(float), g["label"].to_numpy(float)
-        if np.std(p) == 0 or np.std(y) == 0:
-            continue
-        per_date.append((date, float(np.corrcoef(p, y)[0, 1]), float(stats.spearmanr(p, y)[0])))
-    series = pd.DataFrame(per_date, columns=["date", "ic", "rank_ic"])
+    s = Section()
+    series = per_date_ic(pred, min_cross_section)
     s.put("n_dates", len(series))
     reason = f"fewer than {MIN_POINTS} dates with >= {min_cross_section} tickers and varying predictions"
     for col in ("ic", "rank_ic"):
@@ -149,12 +175,12 @@ def cross_sectional_ic(pred: pd.DataFrame, horizon: int, min_cross_section: int)
     return s, series
 
 
-def quantile_spread(pred: pd.DataFrame, quantiles: int, horizon: int) -> tuple[Stats, pd.DataFrame]:
+def quantile_spread(pred: pd.DataFrame, quantiles: int, horizon: int) -> tuple[Section, pd.DataFrame]:
     """Per date, rank the tickers by prediction into `quantiles` groups (group = ceil(q x rank / n));
     the spread is the mean label of the top group minus that of the bottom group (with fewer tickers
     than groups, the top and bottom tickers). Mean over dates, per `horizon` sessions as the labels
     are, with a Newey-West t over dates. Returns the summary and the per-date series (date, spread)."""
-    s = Stats()
+    s = Section()
     rows = _ranks_by_date(pred)
     rows["n"] = rows.groupby("date")["prediction"].transform("size")
     rows = rows[rows["n"] >= 2]
@@ -179,9 +205,7 @@ def rolling_ic(pred: pd.DataFrame, window: int) -> pd.DataFrame:
     """Pooled Rank IC over the trailing `window` dates (date, rolling_ic): IC over time even with few tickers."""
     dates, p, y = ic_matrices(pred)
     out = [
-        pooled_rank_ic(p[max(0, i + 1 - window) : i + 1], y[max(0, i + 1 - window) : i + 1])
-        if i + 1 >= window
-        else None
+        rank_ic(p[max(0, i + 1 - window) : i + 1], y[max(0, i + 1 - window) : i + 1]) if i + 1 >= window else None
         for i in range(len(dates))
     ]
     return pd.DataFrame({"date": dates, "rolling_ic": [np.nan if v is None else v for v in out]})
@@ -210,7 +234,7 @@ def fold_table(equity: pd.DataFrame, pred: pd.DataFrame, ppy: int, rf: float, be
                 "sharpe": sharpe_of(rs, ppy, rf),
                 "benchmark_sharpe": sharpe_of(rb, ppy, rf),
                 "active_annual": mean_annual_of(rs - rb, ppy),
-                "rank_ic": pooled_rank_ic(lab["prediction"].to_numpy(), lab["label"].to_numpy()),
+                "rank_ic": rank_ic(lab["prediction"].to_numpy(), lab["label"].to_numpy()),
             }
         )
     return rows

@@ -11,22 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lib.evaluation.estimate import Section
 from lib.evaluation.sharpe import MIN_POINTS, sharpe_ratio
-
-
-class Stats:
-    """Collects metric values and, for each `None`, the reason it is undefined."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, float | int | None] = {}
-        self.reasons: dict[str, str] = {}
-
-    def put(self, name: str, value: float | None, reason: str = "") -> None:
-        if value is None or not math.isfinite(value):
-            self.values[name] = None
-            self.reasons[name] = reason or "undefined"
-        else:
-            self.values[name] = value if isinstance(value, int) else float(value)
 
 
 def _drawdown(equity: np.ndarray) -> np.ndarray:
@@ -41,13 +27,13 @@ def one_sided_p(t: float) -> float:
     return float(stats.norm.sf(t))
 
 
-def performance(equity: np.ndarray, weight: np.ndarray, trades: pd.DataFrame, ppy: int, rf: float) -> Stats:
+def performance(equity: np.ndarray, weight: np.ndarray, trades: pd.DataFrame, ppy: int, rf: float) -> Section:
     """Return, risk and activity statistics of one daily equity curve (marked at the close).
 
     Sharpe and Sortino use daily returns in excess of `rf`/ppy, sqrt(ppy) annualisation and
     ddof=1 (Sortino: downside deviation over all days). The Sharpe p-value is one-sided
     (H0: Sharpe <= 0) with Lo's (2002) standard error sqrt((1 + SR^2/2) / n)."""
-    s = Stats()
+    s = Section()
     e = np.asarray(equity, float)
     r = e[1:] / e[:-1] - 1.0
     n = len(r)
@@ -77,9 +63,9 @@ def performance(equity: np.ndarray, weight: np.ndarray, trades: pd.DataFrame, pp
     return s
 
 
-def active(strategy: np.ndarray, other: np.ndarray, ppy: int) -> Stats:
+def active(strategy: np.ndarray, other: np.ndarray, ppy: int) -> Section:
     """Daily return difference strategy - other: information ratio and a one-sided t-test (H0: mean <= 0)."""
-    s = Stats()
+    s = Section()
     rs, ro = (np.diff(x) / x[:-1] for x in (np.asarray(strategy, float), np.asarray(other, float)))
     d = rs - ro
     sd = float(np.std(d, ddof=1)) if len(d) >= MIN_POINTS else 0.0

@@ -349,10 +349,21 @@ def shuffle_in_time(predictions: pd.DataFrame, rng: np.random.Generator) -> pd.D
     distribution of signals per ticker (so exposure and turnover stay comparable), its timing
     destroyed. Rows keep their dates, tickers, folds and labels."""
     out = predictions.copy()
-    values = out["prediction"].to_numpy(float).copy()
-    for idx in out.groupby("ticker", sort=True).indices.values():
-        values[idx] = values[idx][rng.permutation(len(idx))]
-    out["prediction"] = values
+    out["prediction"] = shuffled_values(out["prediction"].to_numpy(float), ticker_groups(out), rng)
+    return out
+
+
+def ticker_groups(predictions: pd.DataFrame) -> list[np.ndarray]:
+    """Row positions of each ticker's predictions, tickers in sorted order (the order of the draws)."""
+    return list(predictions.groupby("ticker", sort=True).indices.values())
+
+
+def shuffled_values(values: np.ndarray, groups: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """`values` with each group's entries permuted (one `rng.permutation` per group, in order):
+    the draws of `shuffle_in_time`, without the table."""
+    out = values.copy()
+    for idx in groups:
+        out[idx] = values[idx][rng.permutation(len(idx))]
     return out
 
 
@@ -368,9 +379,14 @@ def permutation_test(
     if n < 1:
         raise ValueError(f"permutation_test: n must be >= 1, got {n}")
     rng = np.random.default_rng(seed)
-    observed = _value(statistic(predictions))
-    null = [_value(statistic(shuffle_in_time(predictions, rng))) for _ in range(n)]
-    kept = np.array([v for v in null if v is not None], dtype=float)
+    observed = statistic(predictions)
+    return permutation_result(observed, [statistic(shuffle_in_time(predictions, rng)) for _ in range(n)])
+
+
+def permutation_result(observed: float | None, null: list[float | None]) -> dict:
+    """`permutation_test`'s dict from the statistic on the real predictions and on each shuffle."""
+    observed, n = _value(observed), len(null)
+    kept = np.array([v for v in map(_value, null) if v is not None], dtype=float)
     out: dict = {
         "observed": observed,
         "pvalue": None,

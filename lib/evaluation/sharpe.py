@@ -14,16 +14,11 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
+from lib.evaluation.estimate import Estimate
+
 MIN_POINTS = 3
 EULER_GAMMA = 0.5772156649015329
 _REL_TOL = 1e-12  # a standard deviation below this fraction of the data's scale counts as zero
-
-
-class Estimate(NamedTuple):
-    """A statistic that may be undefined: `value` is None exactly when `reason` is non-empty."""
-
-    value: float | None
-    reason: str = ""
 
 
 class Moments(NamedTuple):

@@ -18,6 +18,7 @@ VERDICT_KEYS: dict[str, tuple[str, str]] = {
     "ic": ("predictions", "ic"),
     "ic_pvalue": ("predictions", "ic_pvalue"),
     "dsr_10_trials": ("significance", "dsr_10_trials"),
+    "mde_active": ("power", "active_annual"),  # the smallest active return a year found with 80 % probability
 }
 
 
@@ -41,10 +42,28 @@ def verdict(m: dict[str, Any], alpha: float) -> str:
         text = (
             f"no evidence that the model adds anything over buy-and-hold after costs ({_pct(mean)} a year, p = {p:.2f})"
         )
+    text += _power(m)
     ic = m["predictions"]["ic"]
     if ic is not None and ic > LEAK_IC:
         text += f"; IC {ic:.3f} is implausibly high: look for look-ahead before trusting it"
     return text
+
+
+def _power(m: dict[str, Any]) -> str:
+    """What the verdict could have seen: the minimum detectable effects at 80 % power (metrics.json `power`)."""
+    pw = m.get("power")
+    if not pw:
+        return ""
+    found = []
+    if pw["active_annual"] is not None:
+        found.append(f"an active return of {_pct(pw['active_annual'])} a year")
+    if pw["rank_ic"] is not None:
+        found.append(f"a per-date Rank IC of {pw['rank_ic']:.3f}")
+    elif pw["pooled_ic"] is not None:
+        found.append(f"a pooled IC of {pw['pooled_ic']:.3f}")
+    if not found:
+        return ""
+    return f"; these tests would have found {' or '.join(found)} or more with {100 * pw['power']:.0f} % probability"
 
 
 def verdict_metrics(m: dict[str, Any], arch: str) -> dict[str, Any]:
@@ -55,12 +74,12 @@ def verdict_metrics(m: dict[str, Any], arch: str) -> dict[str, Any]:
 
 def summary_table(m: dict[str, Any], books: dict[str, str], alpha: float) -> str:
     """Aligned text: each book's return, Sharpe (p) and max drawdown, the IC, the verdict."""
-    rows = [f"{'book':<20}{'total':>9}{'CAGR':>9}  {'Sharpe (p)':<14}{'max DD':>9}{'trades':>8}"]
+    rows = [f"{'book':<26}{'total':>9}{'CAGR':>9}  {'Sharpe (p)':<14}{'max DD':>9}{'trades':>8}"]
     for key, label in books.items():
         s = m[key]
         sharpe = f"{_num(s['sharpe'])} ({_num(s['sharpe_pvalue'])})"
         rows.append(
-            f"{label:<20}{_pct(s['total_return']):>9}{_pct(s['cagr']):>9}  {sharpe:<14}"
+            f"{label:<26}{_pct(s['total_return']):>9}{_pct(s['cagr']):>9}  {sharpe:<14}"
             f"{_pct(s['max_drawdown']):>9}{s['n_trades']:>8}"
         )
     q = m["predictions"]
@@ -69,5 +88,28 @@ def summary_table(m: dict[str, Any], books: dict[str, str], alpha: float) -> str
         f"{_pct(q['directional_accuracy'])} vs {_pct(q['naive_accuracy'])} naive "
         f"(p {_num(q['directional_pvalue'])})"
     )
+    rows += comparison_lines(m, books)
     rows.append(f"verdict: {verdict(m, alpha)}")
     return "\n".join(rows)
+
+
+def comparison_lines(m: dict[str, Any], books: dict[str, str]) -> list[str]:
+    """The model's book against each other book (active return a year with its interval, the Rank IC
+    difference where both have one), SPA against them all, and the Model Confidence Set."""
+    c = m.get("comparison")
+    if not c:
+        return []
+    rows = []
+    for key, vs in c.items():
+        if not key.startswith("vs_"):
+            continue
+        active = f"{_pct(vs['active_annual'])} a year [{_pct(vs['active_low'])}, {_pct(vs['active_high'])}]"
+        line = f"vs {books.get(key[3:], key[3:])}: {active}"
+        if "rank_ic_diff" in vs:
+            lo, hi = _num(vs["rank_ic_diff_low"], "+.3f"), _num(vs["rank_ic_diff_high"], "+.3f")
+            line += f", Rank IC {_num(vs['rank_ic_diff'], '+.3f')} [{lo}, {hi}]"
+        rows.append(line)
+    rows.append(f"SPA, the model beats every baseline: p {_num(c['spa']['beats_all_pvalue'])}")
+    in_set = [books.get(k[: -len("_in_set")], k) for k, v in c["mcs"].items() if k.endswith("_in_set") and v]
+    rows.append(f"Model Confidence Set (books not told apart from the best): {', '.join(in_set) or 'n/a'}")
+    return rows

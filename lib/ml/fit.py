@@ -1,5 +1,6 @@
 """The torch training loop (its runtime: lib/ml/runtime.py; the LR schedule: lib/ml/schedule.py):
-gradient accumulation, early stopping, a tqdm bar, and per-epoch resumable state.
+gradient accumulation, early stopping, a tqdm bar, and per-epoch resumable state; random or whole-date
+batches and the per-date IC loss (lib/ml/by_date.py).
 
 Resumable state lives in a cache folder (`RunCache`) that the train stage keys by the params
 that matter and the features' sha256; it is written atomically after every completed epoch,
@@ -18,7 +19,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,11 @@ from tqdm import tqdm
 from lib.errors import PipelineError
 from lib.io import write_bytes
 from lib.ml import distributed
+from lib.ml.by_date import DateBatches, ic_loss
 from lib.ml.panel import windows
 from lib.ml.runtime import Amp, runtime_fingerprint
 from lib.ml.schedule import Schedule
-from lib.params import result_params
+from lib.schema import result_params
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 4096
@@ -55,6 +57,18 @@ class EpochLog:
 
 def loss_fn(cfg: dict[str, Any]) -> nn.Module:
     return nn.HuberLoss(delta=cfg["huber_delta"]) if cfg["loss"] == "huber" else nn.MSELoss()
+
+
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def objective(cfg: dict[str, Any]) -> Objective:
+    """The training and early-stopping loss of (predictions, labels, the rows' anchor dates): mse or
+    huber (`loss_fn`, dates unused), or ic (lib/ml/by_date.py `ic_loss`: minus the mean per-date IC)."""
+    if cfg["loss"] == "ic":
+        return ic_loss
+    base = loss_fn(cfg)
+    return lambda pred, y, dates: base(pred, y)
 
 
 def torch_bytes(obj: Any) -> bytes:
@@ -133,7 +147,8 @@ def _clone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class _TorchFit:
     """One `fit_torch` run: the model and its rows, the optimiser and schedule, and the resumable
     early-stopping state (best loss, epoch and weights so far; the next epoch; done; the history).
-    The early-stopping rows are `val_rows` (none: a refit for a fixed number of epochs)."""
+    The early-stopping rows are `val_rows` (none: a refit for a fixed number of epochs); `dates`, each
+    row's anchor date (int64), groups rows for by_date batches and the ic loss."""
 
     def __init__(
         self,
@@ -147,8 +162,10 @@ class _TorchFit:
         amp: Amp,
         seed: int,
         n_epochs: int,
+        dates: torch.Tensor | None = None,
     ) -> None:
         self.model, self.x, self.y, self.fit_rows, self.val_rows = model, x, y, fit_rows, val_rows
+        self.dates = dates
         self.seq_len, self.cfg, self.amp, self.n_epochs = seq_len, cfg, amp, n_epochs
         self.early_stopping = len(val_rows) > 0
         self.gen = torch.Generator().manual_seed(seed)
@@ -156,7 +173,10 @@ class _TorchFit:
         self.world = distributed.world_size()
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         self.schedule = Schedule(cfg)
-        self.lossf = loss_fn(cfg)
+        self.lossf = objective(cfg)
+        self.by_date = DateBatches(fit_rows, _need(dates), cfg["batch_size"]) if cfg["batching"] == "by_date" else None
+        if cfg["loss"] == "ic" and self.by_date is not None and self.by_date.widest < 2:
+            raise PipelineError("train: train.loss ic needs dates with at least 2 tickers; every fit date has one")
         self.micro = math.ceil(cfg["batch_size"] / self.world)  # a rank's share of a micro-batch
         self.step_rows = cfg["batch_size"] * cfg["accumulate"]
         self.best_val, self.best_epoch, self.best_state = math.inf, -1, _clone(model.state_dict())
@@ -211,25 +231,43 @@ class _TorchFit:
         """One pass over the fit rows in a fresh order; the mean train loss over every rank."""
         self.net.train()
         n = len(self.fit_rows)
-        order = self.fit_rows[torch.randperm(n, generator=self.gen).to(self.fit_rows.device)]
         total = torch.zeros((), device=self.x.device)
         with tqdm(total=n, unit="sample", leave=False, disable=not interactive) as batches:
-            for g in range(0, n, self.step_rows):
-                group_rows = order[g : g + self.step_rows]
-                self._accumulate_gradients(group_rows, total)
+            for group_rows, parts in self._steps():
+                self._accumulate_gradients(group_rows, parts, total)
                 batches.update(len(group_rows))
                 self._optimizer_step()
         return float(distributed.all_reduce_sum(total)) / n
 
-    def _accumulate_gradients(self, group_rows: torch.Tensor, total: torch.Tensor) -> None:
+    def _steps(self) -> Iterator[tuple[torch.Tensor, list[tuple[torch.Tensor, int]]]]:
+        """Each optimizer step's rows and this rank's micro-batches of them, in a fresh order: random rows,
+        `batch_size * accumulate` a step in micro-batches of `batch_size`; or (by_date) `accumulate`
+        whole-date batches a step, each batch one micro-batch (a rank takes every world-th row of it)."""
+        if self.by_date is None:
+            n = len(self.fit_rows)
+            order = self.fit_rows[torch.randperm(n, generator=self.gen).to(self.fit_rows.device)]
+            for g in range(0, n, self.step_rows):
+                group_rows = order[g : g + self.step_rows]
+                yield group_rows, distributed.micro_batches(group_rows, self.micro)
+            return
+        batches, acc = self.by_date.batches(self.gen), self.cfg["accumulate"]
+        for g in range(0, len(batches), acc):
+            step = batches[g : g + acc]
+            yield torch.cat(step), [part for b in step for part in distributed.micro_batches(b, len(b))]
+
+    def _loss(self, pred: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return self.lossf(pred, self.y[rows], None if self.dates is None else self.dates[rows])
+
+    def _accumulate_gradients(
+        self, group_rows: torch.Tensor, parts: list[tuple[torch.Tensor, int]], total: torch.Tensor
+    ) -> None:
         """The gradients of one optimizer step's rows, micro-batch by micro-batch, each micro-batch's
         mean loss weighted by its share of the step's rows; adds the summed loss to `total`."""
-        parts = distributed.micro_batches(group_rows, self.micro)
         self.opt.zero_grad(set_to_none=True)
         for i, (rows, counted) in enumerate(parts):
             with distributed.no_sync(self.net, accumulate=i < len(parts) - 1):
                 with self.amp.autocast():
-                    loss = self.lossf(self.net(windows(self.x, rows, self.seq_len)).float(), self.y[rows])
+                    loss = self._loss(self.net(windows(self.x, rows, self.seq_len)).float(), rows)
                 share = counted * self.world / len(group_rows)
                 self.amp.scaler.scale(loss if share == 1 else loss * share).backward()
             total += loss.detach() * counted
@@ -242,12 +280,13 @@ class _TorchFit:
         self.amp.scaler.update()
 
     def _val_loss(self) -> float:
-        """The loss on the early-stopping rows (NaN without them). Every rank computes it; rank 0's
-        value decides early stopping everywhere."""
+        """The loss on the early-stopping rows (NaN without them), over all of them at once (loss ic: the
+        mean over the validation dates of each date's IC over all its rows). Every rank computes it; rank
+        0's value decides early stopping everywhere."""
         if not self.early_stopping:
             return math.nan
         pred = predict_scaled(self.model, self.x, self.val_rows, self.seq_len, self.amp)
-        return distributed.broadcast(float(self.lossf(pred, self.y[self.val_rows])))
+        return distributed.broadcast(float(self._loss(pred, self.val_rows)))
 
     def _end_epoch(self, epoch: int, val_loss: float) -> None:
         """The plateau schedule, the best epoch so far (its weights kept), and whether to stop."""
@@ -287,6 +326,12 @@ class _TorchFit:
         return self.best_epoch, self.best_val, len(self.history)
 
 
+def _need(dates: torch.Tensor | None) -> torch.Tensor:
+    if dates is None:
+        raise ValueError("train.batching by_date needs each row's anchor date (fit_torch dates=...)")
+    return dates
+
+
 def fit_torch(
     model: nn.Module,
     x: torch.Tensor,
@@ -301,18 +346,20 @@ def fit_torch(
     seed: int,
     epochs: int | None = None,
     cache: RunCache | None = None,
+    dates: torch.Tensor | None = None,
 ) -> tuple[int, float, int]:
     """Train; with early-stopping (val) rows, stop early and reload the best epoch's weights;
-    without (a refit), run exactly `epochs` epochs and keep the last weights.
+    without (a refit), run exactly `epochs` epochs and keep the last weights. `dates` (each row's
+    anchor date as int64) is needed by train.batching by_date and train.loss ic.
 
     One optimizer step per `batch_size * accumulate` rows; each micro-batch's mean loss is
     weighted by its share of the step's rows, so the step equals one on the large batch.
     Under torchrun both sizes are global: the ranks split each step's rows (lib/ml/distributed.py).
+    by_date: a step is `accumulate` whole-date batches of about `batch_size` rows (lib/ml/by_date.py).
     Returns (best_epoch, best_val_loss, epochs_run)."""
     cache = cache or RunCache(None)
-    run = _TorchFit(
-        model, x, y, fit_rows, val_rows, seq_len, cfg, amp, seed, epochs if epochs is not None else cfg["epochs"]
-    )
+    n_epochs = epochs if epochs is not None else cfg["epochs"]
+    run = _TorchFit(model, x, y, fit_rows, val_rows, seq_len, cfg, amp, seed, n_epochs, dates)
     distributed.seed_rank(seed)
     saved = distributed.broadcast(cache.load(tag))  # rank 0 holds the resume state
     if saved is not None:

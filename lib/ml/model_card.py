@@ -5,10 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from scipy import stats
-
 SHARED = ("hidden", "layers", "dropout", "seq_len", "ensemble")
 BY_ARCH = {
     "transformer": ("heads", "ff_size"),
@@ -17,37 +13,35 @@ BY_ARCH = {
 }
 
 
-def rank_ic(pred: np.ndarray, label: np.ndarray) -> float | None:
-    """Pooled Spearman correlation of labelled rows (no significance here: see reports/metrics.json)."""
-    ok = ~(np.isnan(pred) | np.isnan(label))
-    if ok.sum() < 3 or np.std(pred[ok]) == 0:
-        return None
-    return float(stats.spearmanr(pred[ok], label[ok]).statistic)
-
-
 def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def model_card(final: dict[str, Any], folds: list[dict[str, Any]], preds: pd.DataFrame) -> str:
+def _label_space(final: dict[str, Any]) -> str:
+    """Nothing for raw labels; else which per-date score the predictions are (train.label_norm)."""
+    norm = final.get("label_norm", "none")
+    return "" if norm == "none" else f" as a per-date {norm} score (train.label_norm: not a log return)"
+
+
+def model_card(final: dict[str, Any], folds: list[dict[str, Any]], fold_ics: list[float | None]) -> str:
+    """The card of `final` (its checkpoint dict), with each fold's checkpoint and out-of-sample rank IC."""
     m, t = final["model"], final["params"]["train"]
     keys = [k for k in SHARED if not (m["arch"] in ("ridge", "gbm") and k != "seq_len" and k != "ensemble")]
     keys += list(BY_ARCH.get(m["arch"], ()))
     rows = []
-    for i, ck in enumerate(folds):
-        p = preds[preds["fold"] == i]
+    for ck, ic in zip(folds, fold_ics, strict=True):
         f = ck["fold"]
         rows.append(
             f"| {f['name']} | {f['fit_start']}..{f['fit_end']} | {f['test_start']}..{f['test_end']} | "
             f"{_fmt(ck['best_val_loss'])} | {_fmt(ck['best_epoch'])} | "
-            f"{_fmt(rank_ic(p['prediction'].to_numpy(float), p['label'].to_numpy(float)))} |"
+            f"{_fmt(ic)} |"
         )
     on = final["trained_on"]
     lines = [
         f"# Model card: {m['arch']}" + (f" ensemble of {m['ensemble']}" if m["ensemble"] > 1 else ""),
         "",
         "`models/final.pt` (DVC artifact `trading-model`): predicts each ticker's forward log return over "
-        f"{final['params']['features']['horizon']} sessions from {len(final['features'])} features"
+        f"{final['params']['features']['horizon']} sessions{_label_space(final)} from {len(final['features'])} features"
         + (f" over a {final['seq_len']}-session window." if final["family"] == "torch" else " of the anchor date."),
         "Load it with `lib.ml.trainer.load_checkpoint` (or `torch.load(path, weights_only=True)`).",
         "",
@@ -57,7 +51,7 @@ def model_card(final: dict[str, Any], folds: list[dict[str, Any]], preds: pd.Dat
         *(f"| model.{k} | {m[k]} |" for k in keys),
         (
             f"| training | loss {t['loss']}, lr {t['lr']} {t['lr_schedule']}, batch {t['batch_size']}"
-            f" x {t['accumulate']}, seed {t['seed']} |"
+            f" x {t['accumulate']}{' (whole dates)' if t.get('batching') == 'by_date' else ''}, seed {t['seed']} |"
         ),
         f"| final model fit on | {on['start']}..{on['end']} ({on['rows']} rows; "
         + (

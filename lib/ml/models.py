@@ -8,8 +8,9 @@ Every model, torch network or scikit-learn baseline, is a `Model`:
     state = m.state()              # tensors and plain values only (torch.load(weights_only=True))
     m = restore(model_cfg, state, n_features=..., seq_len=...)
 
-`data` is a `FoldData`: the scaled feature table, standardised labels, and the fit and
-early-stopping (val) anchor rows (none: a refit for a fixed number of epochs). The neural
+`data` is a `FoldData`: the scaled feature table, standardised (or per-date normalised, train.label_norm)
+labels, the fit and early-stopping (val) anchor rows (none: a refit for a fixed number of epochs), and
+each row's anchor date (for by-date batches and the ic loss of the neural models). The neural
 models see a window of `seq_len` rows ending at the anchor; ridge and gbm see the anchor
 row's standardised features only. Params reach a class as keyword arguments, picked by name
 from its signature. `Ensemble` averages members trained with seeds seed, seed+1, ...
@@ -132,6 +133,7 @@ class FoldData:
     fit_rows: torch.Tensor  # int64 anchor rows to fit on
     val_rows: torch.Tensor  # int64 anchor rows for early stopping (empty: fixed epochs, no selection)
     seq_len: int
+    dates: torch.Tensor | None = None  # (rows,) int64 anchor date of every row (train.batching by_date, loss ic)
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ class TorchModel(Model):
             seed=self.seed,
             epochs=epochs,
             cache=cache,
+            dates=data.dates,
         )
         return FitResult(best_epoch, best_val, run)
 

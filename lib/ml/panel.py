@@ -4,6 +4,9 @@ A sample is anchored at row i (one ticker, one date): its input is that ticker's
 rows i-seq_len+1 .. i, its target the label at i, realised at the close of `label_end[i]`
 (the ticker's own `horizon`-th next session). Windows are gathered by index at batch
 time, so no (samples x seq_len x features) copy is ever built.
+
+Training labels (`training_labels`): standardised by the fit rows' mean and sd (train.label_norm none),
+or normalised within each anchor date (cs_zscore, cs_rank: Qlib's CSZScoreNorm, CSRankNorm).
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ import pandas as pd
 import torch
 from sklearn.preprocessing import StandardScaler
 
+from lib.data.cross_section import normalise_by_date
 from lib.data.features import feature_columns
 from lib.tables import LABEL, LABEL_END
+
+LABEL_NORMS = {"cs_zscore": "zscore", "cs_rank": "rank"}  # train.label_norm -> normalise_by_date's method
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,27 @@ class WindowPanel:
         d = self.dates
         rows = (d >= np.datetime64(start)) & (d <= np.datetime64(end))
         return StandardScaler().fit(self.values[rows])
+
+    def training_labels(
+        self, fit_idx: np.ndarray, val_idx: np.ndarray, label_norm: str
+    ) -> tuple[np.ndarray, float, float]:
+        """(labels of every row as float32, label_mean, label_std): the model fits `labels`, and a
+        prediction maps back as prediction * label_std + label_mean.
+
+        none: (label - mean) / sd with the fit rows' mean and sd, 0 where unknown. cs_zscore, cs_rank:
+        each date's label normalised over that date's rows among `fit_idx` and `val_idx` only
+        (lib/data/cross_section.py `normalise_by_date`), 0 elsewhere; mean 0 and sd 1, so predictions
+        stay in that per-date space. Legal: a date's value uses only that date's labels of rows the
+        fold already uses, each purged by its label end date, never another date's or a purged row's
+        (tests/test_cross_section_training.py perturbs it)."""
+        if label_norm == "none":
+            label_mean, label_std = float(self.labels[fit_idx].mean()), float(self.labels[fit_idx].std()) or 1.0
+            return ((np.nan_to_num(self.labels) - label_mean) / label_std).astype(np.float32), label_mean, label_std
+        rows = np.concatenate([fit_idx, val_idx])
+        frame = pd.DataFrame({LABEL: self.labels[rows]})
+        y = np.zeros(len(self.labels), np.float64)
+        y[rows] = normalise_by_date(frame, pd.Series(self.dates[rows]), LABEL_NORMS[label_norm])[LABEL].to_numpy()
+        return y.astype(np.float32), 0.0, 1.0
 
     def scaled(self, mean: np.ndarray, scale: np.ndarray, clip: float) -> np.ndarray:
         x = (self.values - mean) / scale

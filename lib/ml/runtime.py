@@ -19,7 +19,16 @@ import torch
 from lib.errors import PipelineError
 
 # The training code (lib/) and the variables that change which kernels run: part of the resume key.
-TRAINING_CODE = ("fit.py", "runtime.py", "schedule.py", "models.py", "trainer.py", "distributed.py", "panel.py")
+TRAINING_CODE = (
+    "fit.py",
+    "runtime.py",
+    "schedule.py",
+    "models.py",
+    "trainer.py",
+    "distributed.py",
+    "panel.py",
+    "by_date.py",
+)
 KERNEL_ENV = (
     "ATEN_CPU_CAPABILITY",
     "ONEDNN_MAX_CPU_ISA",

@@ -25,12 +25,12 @@ from lib.errors import PipelineError
 from lib.ml import distributed
 
 # Re-exported: the stages and tests import the loop's API from here.
-from lib.ml.fit import EpochLog, RunCache, loss_fn, torch_bytes
+from lib.ml.fit import EpochLog, RunCache, objective, torch_bytes
 from lib.ml.folds import Fold
 from lib.ml.models import REGISTRY, Ensemble, FoldData, build, restore
 from lib.ml.panel import WindowPanel
 from lib.ml.runtime import Amp, deterministic_runtime, resolve_amp, resolve_device, seed_everything  # noqa: F401
-from lib.params import result_params
+from lib.schema import result_params
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +44,23 @@ def _fold_data(
     tcfg: dict[str, Any],
     device: torch.device,
 ) -> tuple[FoldData, dict[str, Any]]:
-    """Scale on the rows dated in [start, end] (the fit rows' dates), standardise labels on the fit rows."""
+    """Scale on the rows dated in [start, end] (the fit rows' dates); the labels as train.label_norm
+    says (`WindowPanel.training_labels`: standardised on the fit rows, or normalised per date)."""
     scaler = panel.fit_scaler(start, end)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    label_mean, label_std = float(panel.labels[fit_idx].mean()), float(panel.labels[fit_idx].std()) or 1.0
+    labels, label_mean, label_std = panel.training_labels(fit_idx, val_idx, tcfg["label_norm"])
     x = torch.from_numpy(panel.scaled(scaler.mean_, scale, tcfg["feature_clip"])).to(device)
-    y = torch.from_numpy(((np.nan_to_num(panel.labels) - label_mean) / label_std).astype(np.float32)).to(device)
-    data = FoldData(x, y, torch.from_numpy(fit_idx).to(device), torch.from_numpy(val_idx).to(device), panel.seq_len)
+    y = torch.from_numpy(labels).to(device)
+    dates = torch.from_numpy(panel.dates.astype(np.int64)).to(device)
+    rows = torch.from_numpy(fit_idx).to(device), torch.from_numpy(val_idx).to(device)
+    data = FoldData(x, y, *rows, panel.seq_len, dates)
     return data, {
         "scaler_mean": scaler.mean_.tolist(),
         "scaler_scale": scale.tolist(),
         "feature_clip": tcfg["feature_clip"],
         "label_mean": label_mean,
         "label_std": label_std,
+        "label_norm": tcfg["label_norm"],  # none, or predictions are per-date scores, not log returns
     }
 
 
@@ -109,7 +113,8 @@ def train_fold(
     best_val = results[0].best_val_loss
     if n_members > 1:  # the ensemble's own val loss: what averaging bought
         mean_val, _ = Ensemble(members).predict(data.x, data.val_rows)
-        best_val = float(loss_fn(tcfg)(torch.from_numpy(mean_val).float(), data.y[data.val_rows].float().cpu()))
+        val_y, val_dates = data.y[data.val_rows].float().cpu(), data.dates[data.val_rows].cpu()
+        best_val = float(objective(tcfg)(torch.from_numpy(mean_val).float(), val_y, val_dates))
     trained_on = _span(panel, fit_idx)
     if refit:
         all_idx = panel.rows(fold.fit_start, fold.val_end, labelled=True, stride=tcfg["sample_stride"])
@@ -361,8 +366,9 @@ def check_checkpoint(ckpt: dict[str, Any], path: Path, params: dict[str, Any], d
 def predict_rows(
     model: Ensemble, ckpt: dict[str, Any], panel: WindowPanel, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted label (log return) at anchor `rows`, with the checkpoint's own scaler: the
-    ensemble mean and each member's prediction (n_members, rows)."""
+    """Predicted label at anchor `rows` (a log return; with the checkpoint's `label_norm` other than none,
+    a per-date score in that space), with the checkpoint's own scaler: the ensemble mean and each
+    member's prediction (n_members, rows)."""
     if panel.features != ckpt["features"] or panel.seq_len != ckpt["seq_len"]:
         raise PipelineError("predict: the features or window length differ from the model's; rerun train")
     x = torch.from_numpy(

@@ -5,11 +5,15 @@ calendar and costs: the strategy (the model's predictions through the policy in
 `backtest.*`), buy-and-hold (equal weights of the tickers alive at the first fill, never
 rebalanced) and a momentum baseline (the same policy on the trailing `horizon` return, known at
 the close). All three start on the strategy's first fill; the reported window opens at the
-close before it, every book still in cash.
+close before it, every book still in cash. The baseline models' books (`run_baseline_books`: other model
+families' predictions on the same rows) run through the strategy's policy on the same calendar and window.
+With a point-in-time universe (`data.membership`, marked in the predictions: `lib.portfolio.universe`) every
+book ranks and buys members only, and buy-and-hold is reset to equal weights of the members whenever they change.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +28,9 @@ from lib.portfolio.config import PortfolioConfig
 from lib.portfolio.ledger import PortfolioResult
 from lib.portfolio.run import run_portfolio
 from lib.portfolio.targets import target_book
+from lib.portfolio.universe import buy_and_hold_targets, check_members, signal_members, universe_mask
 from lib.portfolio.vectorized import run_vectorized
-from lib.tables import BOOKS, STRATEGY, weight_column
+from lib.tables import BOOKS, KEYS, STRATEGY, weight_column
 
 TRADES = ["date", "book", "ticker", "side", "shares", "price", "notional", "cost", "reason"]
 ORDERS = [
@@ -56,7 +61,7 @@ class MarketData:
 
     @classmethod
     def from_prices(cls, prices: pd.DataFrame, tickers: list[str]) -> MarketData:
-        missing = sorted(set(tickers) - set(prices["ticker"]))
+        missing = sorted(set(tickers) - set(prices["ticker"].unique()))  # unique first: no per-row str objects
         if missing:
             raise PipelineError(f"backtest: no prices for ticker(s) {missing}")
         px = adjusted(prices[prices["ticker"].isin(tickers)])
@@ -83,10 +88,45 @@ def portfolio_config(cfg: dict[str, Any], horizon: int, periods_per_year: int) -
     return PortfolioConfig.from_params({**cfg, "horizon": horizon, "periods_per_year": periods_per_year})
 
 
-def run_backtest(
-    prices: pd.DataFrame, predictions: pd.DataFrame, cfg: dict[str, Any], horizon: int, periods_per_year: int = 252
-) -> BacktestResult:
-    """Strategy, buy-and-hold and momentum on the same dates, prices and costs, from the same first fill."""
+@dataclass(frozen=True)
+class _Grid:
+    """The strategy's calendar, shared by every book run on the model's predictions' rows: the prices, the
+    config, the model's predictions (dates x tickers), the decision days from the first one with a
+    prediction, and the first fill row."""
+
+    market: MarketData
+    pcfg: PortfolioConfig
+    pred: pd.DataFrame
+    decide: np.ndarray
+    decided: np.ndarray
+    first: int
+    member: np.ndarray | None = None  # the point-in-time universe (lib.portfolio.universe); None: every ticker
+
+    def book(self, pred: np.ndarray) -> PortfolioResult:
+        """A book of `pred` (dates x tickers) through the policy, engine, prices and costs, on these decision days."""
+        mk = self.market
+        return run_portfolio(
+            pred,
+            close=mk.close,
+            open_=mk.open,
+            high=mk.high,
+            low=mk.low,
+            cfg=self.pcfg,
+            dates=mk.dates,
+            tickers=mk.tickers,
+            decide=self.decide,
+            member=self.member,
+        )
+
+    def wide(self, predictions: pd.DataFrame) -> pd.DataFrame:
+        return predictions.pivot(index="date", columns="ticker", values="prediction").reindex(
+            index=self.market.dates, columns=self.market.tickers
+        )
+
+
+def _grid(
+    prices: pd.DataFrame, predictions: pd.DataFrame, cfg: dict[str, Any], horizon: int, periods_per_year: int
+) -> _Grid:
     if predictions.empty:
         raise PipelineError("backtest: no predictions (run the predict stage)")
     tickers = sorted(predictions["ticker"].unique())
@@ -95,7 +135,7 @@ def run_backtest(
     pred = predictions.pivot(index="date", columns="ticker", values="prediction").reindex(
         index=mk.dates, columns=tickers
     )
-    decide = decision_days(mk.dates, pcfg.rebalance) & (mk.dates >= predictions["date"].min())
+    decide = decision_days(mk.dates, pcfg.rebalance, pcfg.calendar) & (mk.dates >= predictions["date"].min())
     decided = np.flatnonzero(decide & pred.notna().any(axis=1).to_numpy())
     fill_lag = 0 if pcfg.fill == "close" else 1
     if len(decided) == 0 or decided[0] + fill_lag >= len(mk.dates):
@@ -103,24 +143,42 @@ def run_backtest(
             "backtest: the predictions contain no decision day with a fill after it; "
             "predict a longer period or use backtest.rebalance=daily"
         )
-    first = decided[0] + fill_lag
     decide &= np.arange(len(mk.dates)) >= decided[0]
-    prices_kw = {
-        "close": mk.close,
-        "open_": mk.open,
-        "high": mk.high,
-        "low": mk.low,
-        "cfg": pcfg,
-        "dates": mk.dates,
-        "tickers": tickers,
-        "decide": decide,
-    }
+    member = universe_mask(predictions, mk.dates, tickers)
+    check_members(member, decided, mk.dates)
+    return _Grid(mk, pcfg, pred, decide, decided, decided[0] + fill_lag, member)
+
+
+def _book_trades(name: str, res: PortfolioResult, start: int) -> pd.DataFrame:
+    """A book's fills from row `start` on, as TRADES."""
+    t = res.trades
+    t = t[t["row"] >= start]
+    return pd.DataFrame(
+        {
+            "date": t["date"].to_numpy(),
+            "book": name,
+            "ticker": t["ticker"].astype(str),
+            "side": t["side"].astype(str),
+            "shares": t["shares"],
+            "price": t["price"],
+            "notional": t["notional"],
+            "cost": t["cost"],
+            "reason": t["reason"].astype(str),
+        }
+    )
+
+
+def run_backtest(
+    prices: pd.DataFrame, predictions: pd.DataFrame, cfg: dict[str, Any], horizon: int, periods_per_year: int = 252
+) -> BacktestResult:
+    """Strategy, buy-and-hold and momentum on the same dates, prices and costs, from the same first fill."""
+    g = _grid(prices, predictions, cfg, horizon, periods_per_year)
+    mk, pcfg, decided, first = g.market, g.pcfg, g.decided, g.first
+    tickers = mk.tickers
     momentum = np.log(pd.DataFrame(mk.close).ffill()).diff(horizon).to_numpy()  # trailing return, known at t
-    hold = np.full(mk.close.shape, np.nan)
-    alive = np.isfinite(mk.close[decided[0]])
-    hold[decided[0]] = np.where(alive, 1.0 / max(alive.sum(), 1), 0.0)
+    hold = buy_and_hold_targets(mk.close, decided, g.member)
     books = {
-        STRATEGY: run_portfolio(pred.to_numpy(), **prices_kw),
+        STRATEGY: g.book(g.pred.to_numpy()),
         "benchmark": run_vectorized(
             hold,
             close=mk.close,
@@ -134,7 +192,7 @@ def run_backtest(
             dates=mk.dates,
             tickers=tickers,
         ),
-        "momentum": run_portfolio(momentum, **prices_kw),
+        "momentum": g.book(momentum),
     }
     start = max(first - 1, 0)
     dates = mk.dates[start:]
@@ -144,23 +202,7 @@ def run_backtest(
         res = books[name]
         out[name] = res.equity[start:]
         out[weight_column(name)] = np.nansum(np.abs(res.weights[start:]), axis=1)
-        t = res.trades
-        t = t[t["row"] >= start]
-        trades.append(
-            pd.DataFrame(
-                {
-                    "date": t["date"].to_numpy(),
-                    "book": name,
-                    "ticker": t["ticker"].astype(str),
-                    "side": t["side"].astype(str),
-                    "shares": t["shares"],
-                    "price": t["price"],
-                    "notional": t["notional"],
-                    "cost": t["cost"],
-                    "reason": t["reason"].astype(str),
-                }
-            )
-        )
+        trades.append(_book_trades(name, res, start))
     w = books[STRATEGY].weights[start:]
     weights = (
         pd.DataFrame(w, index=dates.rename("date"), columns=pd.Index(tickers, name="ticker"))
@@ -176,6 +218,37 @@ def run_backtest(
         mk,
         start,
     )
+
+
+def run_baseline_books(
+    prices: pd.DataFrame,
+    predictions: pd.DataFrame,
+    books: Mapping[str, pd.DataFrame],
+    cfg: dict[str, Any],
+    horizon: int,
+    periods_per_year: int = 252,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each of `books` (name -> its predictions: date, ticker, prediction, on the model's rows) through the
+    strategy's policy, engine, prices and costs, on the strategy's decision days and reported window, both set
+    by the model's `predictions` as in `run_backtest`. Returns the equity (date, <book>..., <book>_weight...),
+    row for row on `run_backtest`'s dates, and the books' trades (TRADES)."""
+    g = _grid(prices, predictions, cfg, horizon, periods_per_year)
+    start = max(g.first - 1, 0)
+    out = pd.DataFrame({"date": g.market.dates[start:]})
+    keys = pd.MultiIndex.from_frame(predictions[KEYS]).sort_values()
+    trades = [pd.DataFrame(columns=TRADES)]
+    for name, book in books.items():
+        if not pd.MultiIndex.from_frame(book[KEYS]).sort_values().equals(keys):
+            raise PipelineError(
+                f"backtest: book {name} has {len(book)} predictions, not on the model's {len(predictions)} "
+                "(date, ticker) rows; rerun the predict stage"
+            )
+        res = g.book(g.wide(book).to_numpy())
+        out[name] = res.equity[start:]
+        out[weight_column(name)] = np.nansum(np.abs(res.weights[start:]), axis=1)
+        trades.append(_book_trades(name, res, start))
+    columns = ["date", *books, *map(weight_column, books)]
+    return out[columns], pd.concat([t for t in trades if len(t)] or trades[:1], ignore_index=True)[TRADES]
 
 
 def attribution(result: BacktestResult) -> pd.DataFrame:
@@ -262,7 +335,10 @@ def next_orders(
     pred[-1] = signal.set_index("ticker")["prediction"].reindex(mk.tickers).to_numpy()
     decide = np.zeros(len(mk.dates), bool)
     decide[-1] = True
-    target = target_book(pred, mk.close, pcfg, decide)[-1]
+    as_of = str(signal["as_of"].max()) if "as_of" in signal.columns else str(mk.dates[-1].date())
+    member = signal_members(signal, mk.tickers, as_of)
+    member = None if member is None else np.broadcast_to(member, mk.close.shape)
+    target = target_book(pred, mk.close, pcfg, decide, member)[-1]
     price = pd.DataFrame(mk.close).ffill().to_numpy()[-1]
     cash, held = holdings if holdings is not None else (float(res.cash[-1]), res.shares[-1].copy())
     equity = cash + float(np.nansum(held * price))

@@ -1,38 +1,31 @@
-"""The rebalance calendar shared by the signal and the backtest: decision days and when orders execute."""
+"""The rebalance calendar shared by the signal and the backtest: decision days and when orders execute, on the
+exchange's real sessions (`lib.data.calendar`, `data.calendar`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-
-def _period(dates: pd.DatetimeIndex, rebalance: str) -> np.ndarray:
-    if rebalance == "weekly":
-        iso = dates.isocalendar()
-        return iso["year"].to_numpy(np.int64) * 100 + iso["week"].to_numpy(np.int64)
-    if rebalance == "monthly":
-        return dates.year.to_numpy(np.int64) * 12 + dates.month.to_numpy(np.int64)
-    return np.arange(len(dates), dtype=np.int64)
+from lib.data.calendar import DEFAULT_CALENDAR, closes_period, next_session, period_key
 
 
-def decision_days(dates: pd.DatetimeIndex, rebalance: str) -> np.ndarray:
-    """True on the last session of each week/month (every session for `daily`).
+def decision_days(dates: pd.DatetimeIndex, rebalance: str, calendar: str = DEFAULT_CALENDAR) -> np.ndarray:
+    """True on the last session of each week/month that the data has (every row for `daily`).
 
-    The next row tells whether a session is the period's last. For the final row, which has
-    no next row, the calendar decides: it counts if the next weekday opens a new period.
-    """
+    The next row tells whether a row is its period's last. The final row, which has no next row, counts if the
+    exchange calendar has no later session in its period: a Thursday before Good Friday closes its week, a
+    Wednesday before 4 July does not. (Where the data has every session, this is the last real session of each
+    period; where it misses the period's last sessions, its last row there decides.)"""
     dates = pd.DatetimeIndex(dates)
     if len(dates) == 0:
         return np.zeros(0, dtype=bool)
-    key = _period(dates, rebalance)
-    nxt = pd.DatetimeIndex([np.busday_offset(dates[-1].date(), 1, roll="forward")])
-    last_key = _period(dates[-1:].append(nxt), rebalance)
-    return np.concatenate([key[:-1] != key[1:], [last_key[0] != last_key[1]]])
+    key = period_key(dates, rebalance)
+    return np.concatenate([key[:-1] != key[1:], closes_period(calendar, dates[-1:], rebalance)])
 
 
-def execution_date(as_of: pd.Timestamp, fill: str) -> pd.Timestamp:
-    """When orders decided at the close of `as_of` execute: that close, or the next weekday's open
-    (exchange holidays are not known here: the fill is then the first session after it)."""
+def execution_date(as_of: pd.Timestamp, fill: str, calendar: str = DEFAULT_CALENDAR) -> pd.Timestamp:
+    """When orders decided at the close of `as_of` execute: that close, or the next real session's open
+    (3 July 2024 -> 5 July 2024 on XNYS)."""
     if fill == "close":
         return pd.Timestamp(as_of)
-    return pd.Timestamp(np.busday_offset(pd.Timestamp(as_of).date(), 1, roll="forward"))
+    return next_session(calendar, as_of)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from lib.data.calendar import DEFAULT_CALENDAR
 from lib.errors import PipelineError
 from lib.params import check_backtest, check_rank_cap, fully_invested, path_dependent
 
@@ -25,6 +26,7 @@ class PortfolioConfig:
     # execution
     fill: str = "next_open"  # next_open | close (of the decision day)
     rebalance: str = "weekly"  # weekly | monthly | daily (decision days, when dates are given)
+    calendar: str = DEFAULT_CALENDAR  # data.calendar: the exchange's sessions (lib.data.calendar) decide the final row
     commission_bps: float = 5.0  # per side, of traded notional
     slippage_bps: float = 5.0  # per side, of traded notional
     initial_cash: float = 100_000.0

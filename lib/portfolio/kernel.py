@@ -130,3 +130,81 @@ def _limit_with_holdings(
     limited = apply_limits(book, fixed=fixed, **limits)
     moved = np.abs(limited - current) > DUST_REL * np.abs(current)
     return np.where((hold & ~moved) | no_price, np.nan, limited)
+
+
+# ----------------------------------------------------------------------------- many books at once
+
+
+def execute_batch(
+    cash: np.ndarray,
+    held: np.ndarray,
+    target: np.ndarray,
+    price: np.ndarray,
+    mark: np.ndarray,
+    cost_rate: float | np.ndarray,
+    limits: Mapping[str, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`execute` for S books on the same prices at once (the permutation null's shuffles, the cost
+    grid): cash (S,), held (S, N), target (S, N); price and mark (N,) as in `execute`; `cost_rate`
+    one for all or one per book (S,). Returns (cash (S,), shares (S, N), delta (S, N)); each book
+    gets `execute`'s result up to float rounding (the same rule, step by step, with the branches as
+    masks). A book whose targets are all NaN is left as it is (no order: the caller would not have
+    called `execute` for it)."""
+    rate = np.asarray(cost_rate, float)
+    rate = rate[:, None] if rate.ndim else rate
+    missing = np.isnan(price)
+    gaps = bool(missing.any())
+    invested = held @ (np.where(missing, mark, price) if gaps else price)
+    active = ~np.isnan(target).all(axis=1)
+    if limits is not None:
+        target = _limit_batch(target, held, price, mark, cash + invested, limits, gaps)
+    tgt = target * (cash + invested)[:, None] / price
+    delta = tgt - held
+    delta[np.isnan(delta)] = 0.0
+    size = np.abs(delta)
+    dust = np.maximum(np.abs(held), np.abs(tgt))
+    dust *= DUST_REL
+    np.maximum(dust, DUST_ABS, out=dust)
+    keep = (size > dust) & active[:, None]
+    delta *= keep
+    size *= keep
+    p = np.nan_to_num(price) if gaps else price
+    flow = size * rate
+    flow += delta
+    flow *= p
+    out_buy = np.maximum(flow, 0.0).sum(axis=1)
+    cash = cash - (flow.sum(axis=1) - out_buy)
+    available = np.maximum(cash, 0.0)
+    short = out_buy > available  # buys scaled down pro rata to the cash left
+    if short.any():
+        scale = np.where(short, available / np.where(short, out_buy, 1.0), 1.0)
+        delta = np.where((delta > 0.0) & short[:, None], delta * scale[:, None], delta)
+        scaled = np.where(delta > 0.0, (delta + np.abs(delta) * rate) * p, 0.0).sum(axis=1)
+        out_buy = np.where(short, scaled, out_buy)
+    cash = np.where(out_buy > 0.0, cash - out_buy, cash)
+    return cash, held + delta, delta
+
+
+def _limit_batch(
+    target: np.ndarray,
+    held: np.ndarray,
+    price: np.ndarray,
+    mark: np.ndarray,
+    equity: np.ndarray,
+    limits: Mapping[str, float],
+    gaps: bool,
+) -> np.ndarray:
+    """`_limit_with_holdings` for the books that need it (a gap in the prices or a NaN target, a
+    held ticker without an order or without a price, equity > 0); the others keep their targets."""
+    no_price = np.isnan(price)
+    fixed = no_price & (held != 0.0)
+    hold = np.isnan(target) & (held != 0.0) & ~no_price
+    needs = (gaps | np.isnan(target).any(axis=1)) & (fixed.any(axis=1) | hold.any(axis=1)) & (equity > 0)
+    if not needs.any():
+        return target
+    with np.errstate(divide="ignore", invalid="ignore"):
+        current = held * np.where(no_price, mark, price) / equity[:, None]
+    book = np.where(fixed | hold, current, np.where(no_price, np.nan, target))
+    limited = apply_limits(book, fixed=fixed, **limits)
+    moved = np.abs(limited - current) > DUST_REL * np.abs(current)
+    return np.where(needs[:, None], np.where((hold & ~moved) | no_price, np.nan, limited), target)

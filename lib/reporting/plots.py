@@ -160,3 +160,28 @@ def attribution_chart(contrib: pd.DataFrame) -> bytes:
     ax.set_title("Strategy P&L attribution")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def power_curves(summary: pd.DataFrame, alpha: float) -> bytes:
+    """The calibration study's power curves: per test, the detection rate (the false-alarm rate at 0)
+    against the planted Rank IC, one line per kind and family with its Wilson interval, the analytic power
+    dashed, and the nominal level and 80 % marked."""
+    tests = list(dict.fromkeys(summary["test"]))
+    fig = Figure(figsize=(3.2 * max(len(tests), 1), 3.4))
+    axes = np.atleast_1d(fig.subplots(1, max(len(tests), 1), sharey=True))
+    for ax, test in zip(axes, tests, strict=False):
+        for (kind, family), g in summary[summary["test"] == test].groupby(["kind", "family"], sort=True):
+            g = g.sort_values("level")
+            err = np.clip([g["rate"] - g["rate_low"], g["rate_high"] - g["rate"]], 0.0, None)  # float noise at 0, 1
+            line = ax.errorbar(g["level"], g["rate"], yerr=err, marker="o", capsize=3, label=f"{family} ({kind})")
+            if g["analytic_power"].notna().any():
+                ax.plot(g["level"], g["analytic_power"], linestyle="--", color=line[0].get_color(), linewidth=0.9)
+        ax.axhline(alpha, color="grey", linewidth=0.7, linestyle=":")
+        ax.axhline(0.8, color="grey", linewidth=0.7, linestyle=":")
+        ax.set_title(test, fontsize=9)
+        ax.set_xlabel("planted Rank IC")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("detection rate (dashed: analytic power)")
+    axes[0].legend(fontsize=7)
+    return _png(fig)
