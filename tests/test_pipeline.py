@@ -265,10 +265,13 @@ def test_evaluate_prints_a_short_table_and_the_verdict(base_run, tmp_path, monke
     run_stages("evaluate")
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split() == ["book", "total", "CAGR", "Sharpe", "(p)", "max", "DD", "trades"]
-    assert [line.split()[0] for line in lines[1:4]] == ["strategy", "buy-and-hold", "momentum"]
-    assert len({len(line) for line in lines[:4]}) == 1  # aligned columns
-    assert lines[4].startswith("IC ") and lines[-1].startswith("verdict: ")
-    assert "e-" not in "\n".join(lines) and all(len(line) < 160 for line in lines)
+    ic = next(i for i, line in enumerate(lines) if line.startswith("IC "))
+    assert [line.split()[0] for line in lines[1:ic]] == ["strategy", "buy-and-hold", "momentum", "ridge", "gbm"]
+    assert len({len(line) for line in lines[:ic]}) == 1  # aligned columns, the baseline models' books too
+    assert lines[ic + 1].startswith("vs buy-and-hold: ") and lines[-1].startswith("verdict: ")
+    assert any(line.startswith("Model Confidence Set") for line in lines)
+    assert "80 % probability" in lines[-1]  # the verdict states its power
+    assert "e-" not in "\n".join(lines) and all(len(line) < 160 for line in lines[:-1]) and len(lines[-1]) < 260
 
 
 # ---------------------------------------------------------------------------- failures as a user sees them

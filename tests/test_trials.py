@@ -136,7 +136,7 @@ def test_trials_command_on_a_real_repository_with_experiments(tmp_path):
     _run(repo, "git", "init", "-q")
     _run(repo, *dvc, "init", "-q")
     _run(repo, *dvc, "config", "core.analytics", "false")
-    for item in ("stages", "lib"):
+    for item in ("stages", "lib", "track"):  # track/ledger.csv: a dependency of evaluate
         shutil.copytree(ROOT / item, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
     p = synthetic_study(repo, 0.2, 11, n=300, test=200)
