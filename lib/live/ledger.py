@@ -27,10 +27,12 @@ import pandas as pd
 
 from lib.errors import PipelineError
 from lib.io import write_text
+from lib.portfolio.backtest import ORDERS
 
 GENESIS = "0" * 64
 MODEL = ["model_sha256", "params_hash", "data_hash", "cutoff", "retrain"]
-ORDERS_COPIED = ["price", "shares_now", "target_weight", "target_shares", "side", "shares", "notional", "cost", "note"]
+# the order row of reports/orders.csv as the ledger keeps it (the ticker is the row's key; weight_now follows from it)
+ORDERS_COPIED = [c for c in ORDERS if c not in ("ticker", "weight_now")]
 LEDGER = [
     "entry",
     "as_of",
