@@ -15,6 +15,11 @@ from lib.evaluation.performance import active, performance, returns_of
 from lib.tables import BASELINES, BOOK_LABELS, BOOKS, LONG_SHORT, STRATEGY, weight_column
 
 
+def book_label(book: str) -> str:
+    """What a reader calls a book: buy-and-hold, momentum baseline, long-short, `<family> (baseline model)`."""
+    return {**BOOK_LABELS, LONG_SHORT: "long-short (top - bottom)"}.get(book, f"{book} (baseline model)")
+
+
 @dataclass(frozen=True)
 class Books:
     """`equity`: date, then each book's equity and `<book>_weight` columns (equity.csv's dates);
@@ -32,8 +37,7 @@ class Books:
     @property
     def labels(self) -> dict[str, str]:
         """What a reader calls each book (report order)."""
-        named = {**BOOK_LABELS, LONG_SHORT: "long-short (top - bottom)"}
-        return {b: named.get(b, f"{b} (baseline model)") for b in self.names}
+        return {b: book_label(b) for b in self.names}
 
     def returns(self) -> dict[str, np.ndarray]:
         """Daily simple returns of every book, on the same dates."""

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from lib.evaluation.books import book_label
 from lib.reporting import markup as h
-from lib.tables import BOOK_LABELS, LONG_SHORT, STRATEGY
-
-
-def _label(book: str) -> str:
-    return BOOK_LABELS.get(book, "long-short (top - bottom)" if book == LONG_SHORT else f"{book} (baseline model)")
+from lib.tables import LONG_SHORT, STRATEGY
 
 
 def _interval(vs: dict[str, Any], key: str, fmt) -> str:
@@ -30,7 +27,7 @@ def _pairs(c: dict[str, Any]) -> list[list[str]]:
         book = key[3:]
         rows.append(
             [
-                h.e(_label(book)),
+                h.e(book_label(book)),
                 h.pct(vs["active_annual"]) + _interval(vs, "active", h.pct),
                 ic(vs["rank_ic_diff"]) + _interval(vs, "rank_ic_diff", ic) if "rank_ic_diff" in vs else "–",
                 h.p3(c["spa"].get(f"vs_{book}_pvalue")),
@@ -44,7 +41,7 @@ def _confidence_set(c: dict[str, Any], m: dict[str, Any]) -> list[list[str]]:
     books = [k[: -len("_in_set")] for k in mcs if k.endswith("_in_set")]
     return [
         [
-            h.e(_label(b)),
+            h.e(book_label(b)),
             {1: "in", 0: "out"}.get(mcs[f"{b}_in_set"], "n/a"),
             h.p3(mcs[f"{b}_pvalue"]),
             h.pct(m[b]["cagr"]) if b in m else "n/a",
@@ -108,6 +105,6 @@ def baselines_section(m: dict[str, Any], cfg: dict) -> str:
         + "<h3>Model Confidence Set</h3>"
         + h.table(["book", f"in the set at {alpha}", "MCS p-value", "CAGR", "Sharpe"], _confidence_set(c, m))
         + "<p class='note'>Hansen, Lunde and Nason (2011): the books that cannot be told apart from the best "
-        f"(highest mean daily return) at level {alpha}; {h.e(_label(STRATEGY))} out means some book beats it.</p>"
+        f"(highest mean daily return) at level {alpha}; {h.e(book_label(STRATEGY))} out means some book beats it.</p>"
         + _long_short(m)
     )
