@@ -141,6 +141,40 @@ def test_quantile_spread_by_hand_and_sign():
     assert few.values["mean"] is None and few.reasons["mean"]
 
 
+def test_quantile_spread_keeps_ties_in_one_group_whatever_the_ticker_names():
+    from lib.evaluation.forecast import quantile_spread
+
+    # a few distinct predictions per date (as gbm makes): the spread must not depend on ticker names
+    tied = _panel(lambda y, rng: float(rng.integers(0, 3)))
+    renamed = tied.assign(ticker=tied["ticker"].map(lambda t: f"Z{99 - int(t[1:])}"))
+    a, series = quantile_spread(tied, 5, 5)
+    b, _ = quantile_spread(renamed, 5, 5)
+    assert a.values["mean"] == pytest.approx(b.values["mean"], abs=1e-15)
+    one = tied[tied["date"] == series["date"].iloc[0]]
+    top, bottom = one["prediction"].max(), one["prediction"].min()
+    want = one.loc[one["prediction"] == top, "label"].mean() - one.loc[one["prediction"] == bottom, "label"].mean()
+    assert series["spread"].iloc[0] == pytest.approx(want)  # whole tied blocks, top minus bottom
+    flat, flat_series = quantile_spread(tied.assign(prediction=1.0), 5, 5)
+    assert flat_series.empty and flat.values["mean"] is None  # all tied: no spread on any date
+
+
+def test_rank_ic_of_resampled_dates_equals_rank_ic_of_the_resampled_matrices():
+    from lib.evaluation.forecast import rank_ic, rank_ic_of_dates
+
+    rng = np.random.default_rng(5)
+    pm = rng.integers(0, 4, (40, 7)).astype(float)  # ties in the predictions
+    ym = np.round(rng.normal(size=(40, 7)), 1)  # and in the labels
+    pm[2, 3], ym[5, :] = np.nan, np.nan  # a missing cell and a date without labels
+    of = rank_ic_of_dates(pm, ym)
+    for _ in range(20):
+        dates = rng.integers(0, 40, 40)  # repeats, as a bootstrap draws them
+        assert of(dates) == pytest.approx(rank_ic(pm[dates], ym[dates]), abs=1e-13)
+    assert of(np.arange(40)) == pytest.approx(rank_ic(pm, ym), abs=1e-13)
+    assert of(np.array([5, 5])) is None  # no labelled pair
+    flat = rank_ic_of_dates(np.ones_like(pm), ym)
+    assert flat(np.arange(40)) is None and rank_ic(np.ones_like(pm), ym) is None  # no variation
+
+
 def test_rank_ic_matches_prediction_quality_and_ignores_missing_cells():
     from lib.evaluation.forecast import ic_matrices, rank_ic
 

@@ -506,6 +506,21 @@ def test_rank_rule_long_short_signal_weights_and_minimum_names():
     np.testing.assert_array_equal(rank_rule(pred, top_fraction=0.5), [[1.0, 0.0, 0.0, 0.0]])
 
 
+def test_rank_rule_ties_on_a_boundary_share_the_slots_whatever_the_ticker_order():
+    # top 2 of [3, 2, 2, 2, 1]: the 3, then one slot shared by the three tied 2s (1/3 each)
+    pred = np.array([[3.0, 2.0, 2.0, 2.0, 1.0, np.nan], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    w = rank_rule(pred, top_k=2)
+    np.testing.assert_allclose(w[0], [0.5, 1 / 6, 1 / 6, 1 / 6, 0.0, 0.0], atol=1e-15)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-15)  # fully invested, ties or not
+    # long and short a block tied across both boundaries: no information, no net position
+    np.testing.assert_array_equal(rank_rule(pred, top_k=2, allow_short=True)[1], np.zeros(6))
+    rng = np.random.default_rng(3)
+    p = rng.integers(0, 4, (30, 12)).astype(float)  # few distinct values: ties everywhere
+    perm = rng.permutation(12)
+    for kw in ({"top_k": 3}, {"top_fraction": 0.25, "allow_short": True}, {"top_k": 2, "weighting": "signal"}):
+        np.testing.assert_allclose(rank_rule(p[:, perm], **kw), rank_rule(p, **kw)[:, perm], atol=1e-15)
+
+
 def test_kelly_is_fraction_times_mu_over_sigma_squared_capped():
     w = size_kelly(
         np.array([[1.0, 1.0, -1.0, 1.0]]),

@@ -24,7 +24,7 @@ import pandas as pd
 from arch.bootstrap import MCS
 
 from lib.evaluation.estimate import UNDEFINED, Estimate, Section
-from lib.evaluation.forecast import ic_matrices, per_date_ic, rank_ic
+from lib.evaluation.forecast import ic_matrices, per_date_ic, rank_ic_of_dates
 from lib.evaluation.performance import mean_annual_of
 from lib.evaluation.resampling import block_length, bootstrap_ci, spa_vs_baselines
 from lib.evaluation.sharpe import MIN_POINTS, is_constant
@@ -107,11 +107,14 @@ def _pooled_ic_difference(model: pd.DataFrame, other: pd.DataFrame, reps: int, s
         why = Estimate(None, "the two prediction sets are not on the same rows")
         return Paired(why, why, why)
 
-    def diff(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> float | None:
-        ia, ib = rank_ic(a, labels), rank_ic(b, labels)
+    ic_model, ic_other = rank_ic_of_dates(pm, y), rank_ic_of_dates(po, y)
+
+    def diff(dates: np.ndarray) -> float | None:
+        ia, ib = ic_model(dates), ic_other(dates)
         return None if ia is None or ib is None else ia - ib
 
-    ci = bootstrap_ci((pm, po, y), diff, reps, seed, alpha)
+    block = block_length(np.column_stack([pm, po, y]))  # resampled by date index, as of the matrices themselves
+    ci = bootstrap_ci(np.arange(len(pm)), diff, reps, seed, alpha, block)
     reason = ci["reason"] or "undefined"
     return Paired(Estimate.of(ci["estimate"], reason), Estimate.of(ci["low"], reason), Estimate.of(ci["high"], reason))
 

@@ -5,6 +5,7 @@ IC and the per-fold table. Guarded so that an undefined value is `None` with a r
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,42 @@ def rank_ic(p: np.ndarray, y: np.ndarray) -> float | None:
     if ok.sum() < MIN_POINTS or not (_varies(rp) and _varies(ry)):
         return None
     return float(np.mean(stats.zscore(rp) * stats.zscore(ry)))
+
+
+def _tie_groups(v: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each value's group among the sorted distinct values (0 = smallest) and the number of groups."""
+    distinct, group = np.unique(v, return_inverse=True)
+    return group, len(distinct)
+
+
+def rank_ic_of_dates(pm: np.ndarray, ym: np.ndarray) -> Callable[[np.ndarray], float | None]:
+    """`rank_ic` of the rows `dates` of date x ticker matrices (a bootstrap's resampled date indices,
+    repeats included), without re-ranking: a date drawn c times weighs each of its cells c, the rank of a
+    tied group is the weight before it plus (its weight + 1) / 2 (the average rank of its copies), and the
+    Spearman correlation is the weighted Pearson correlation of those ranks. Equal to `rank_ic(pm[dates],
+    ym[dates])` to float rounding, in O(cells) a call instead of two sorts."""
+    ok = ~(np.isnan(pm) | np.isnan(ym))
+    cell_date = np.nonzero(ok)[0]
+    (gp, n_p), (gy, n_y) = _tie_groups(pm[ok]), _tie_groups(ym[ok])
+    n_dates = pm.shape[0]
+
+    def ranks(w: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+        weight = np.bincount(group, weights=w, minlength=n_groups)
+        return (np.cumsum(weight) - weight + (weight + 1.0) / 2.0)[group]
+
+    def statistic(dates: np.ndarray) -> float | None:
+        w = np.bincount(np.asarray(dates, np.int64), minlength=n_dates)[cell_date].astype(float)
+        total = w.sum()
+        if total < MIN_POINTS:
+            return None
+        mid = (total + 1.0) / 2.0  # the mean rank
+        rp, ry = ranks(w, gp, n_p) - mid, ranks(w, gy, n_y) - mid
+        vp, vy = float(w @ (rp * rp)), float(w @ (ry * ry))
+        if vp <= 0.0 or vy <= 0.0:
+            return None
+        return float(w @ (rp * ry)) / math.sqrt(vp * vy)
+
+    return statistic
 
 
 def prediction_quality(pred: pd.DataFrame, horizon: int) -> Section:
@@ -176,20 +213,23 @@ def cross_sectional_ic(pred: pd.DataFrame, horizon: int, min_cross_section: int)
 
 
 def quantile_spread(pred: pd.DataFrame, quantiles: int, horizon: int) -> tuple[Section, pd.DataFrame]:
-    """Per date, rank the tickers by prediction into `quantiles` groups (group = ceil(q x rank / n));
-    the spread is the mean label of the top group minus that of the bottom group (with fewer tickers
-    than groups, the top and bottom tickers). Mean over dates, per `horizon` sessions as the labels
-    are, with a Newey-West t over dates. Returns the summary and the per-date series (date, spread)."""
+    """Per date, rank the tickers by prediction into `quantiles` groups (group = ceil(q x rank / n),
+    tied predictions at their average rank, so a tie stays in one group and never splits by ticker
+    name); the spread is the mean label of the top group minus that of the bottom group (with fewer
+    tickers than groups, the top and bottom tickers; a date whose predictions are all equal has none).
+    Mean over dates, per `horizon` sessions as the labels are, with a Newey-West t over dates. Returns
+    the summary and the per-date series (date, spread)."""
     s = Section()
     rows = _ranks_by_date(pred)
     rows["n"] = rows.groupby("date")["prediction"].transform("size")
     rows = rows[rows["n"] >= 2]
-    rank = rows.groupby("date")["prediction"].rank(method="first")
+    rank = rows.groupby("date")["prediction"].rank(method="average")
     rows["group"] = np.ceil(quantiles * rank / rows["n"]).astype(int)
     g = rows.groupby("date")["group"]
     top = rows[rows["group"] == g.transform("max")].groupby("date")["label"].mean()
     bottom = rows[rows["group"] == g.transform("min")].groupby("date")["label"].mean()
-    series = (top - bottom).rename("spread").reset_index()
+    spans = g.max() > g.min()
+    series = (top - bottom)[spans].rename("spread").reset_index()
     x = series["spread"].to_numpy(float)
     reason = f"fewer than {MIN_POINTS} dates with 2 or more tickers"
     s.put("quantiles", quantiles)
@@ -204,10 +244,8 @@ def quantile_spread(pred: pd.DataFrame, quantiles: int, horizon: int) -> tuple[S
 def rolling_ic(pred: pd.DataFrame, window: int) -> pd.DataFrame:
     """Pooled Rank IC over the trailing `window` dates (date, rolling_ic): IC over time even with few tickers."""
     dates, p, y = ic_matrices(pred)
-    out = [
-        rank_ic(p[max(0, i + 1 - window) : i + 1], y[max(0, i + 1 - window) : i + 1]) if i + 1 >= window else None
-        for i in range(len(dates))
-    ]
+    ic_of = rank_ic_of_dates(p, y)
+    out = [ic_of(np.arange(i + 1 - window, i + 1)) if i + 1 >= window else None for i in range(len(dates))]
     return pd.DataFrame({"date": dates, "rolling_ic": [np.nan if v is None else v for v in out]})
 
 

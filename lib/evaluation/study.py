@@ -20,7 +20,7 @@ from lib.evaluation.forecast import (
     ic_matrices,
     prediction_quality,
     quantile_spread,
-    rank_ic,
+    rank_ic_of_dates,
     rolling_ic,
 )
 from lib.evaluation.performance import cagr_of, max_drawdown_of, mean_annual_of, returns_of, sharpe_of
@@ -186,8 +186,9 @@ def _intervals(st: _Study) -> tuple[Section, dict]:
     out.section("vs_benchmark").interval(
         "mean_annual", bootstrap_ci(diff, lambda d: mean_annual_of(d, ppy), reps, seed, alpha)
     )
-    _dates, pm, ym = ic_matrices(st.preds)
-    ic_ci = bootstrap_ci((pm, ym), rank_ic, reps, seed, alpha)
+    _dates, pm, ym = ic_matrices(st.preds)  # resampled by date index: the same draws as of (pm, ym) themselves
+    block = block_length(np.column_stack([pm, ym]))
+    ic_ci = bootstrap_ci(np.arange(len(pm)), rank_ic_of_dates(pm, ym), reps, seed, alpha, block)
     out.section("predictions").interval("ic", ic_ci)
     return out, ic_ci
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 # ----------------------------------------------------------------------------- prices
 
@@ -65,6 +66,16 @@ def threshold_rule(pred: np.ndarray, n_alive: np.ndarray, threshold: float, allo
     return target_weights(pred, threshold, allow_short) / n[:, None]
 
 
+def _tied_share(pred: np.ndarray, has: np.ndarray, slots: np.ndarray, descending: bool) -> np.ndarray:
+    """Each ticker's share of a side's `slots` per row: 1 for those strictly inside, 0 outside, and a
+    block of m tied predictions on the boundary with r slots left shares them, r / m each. So a tie never
+    favours a ticker by its column (its name), and the shares of a row sum to its slots exactly."""
+    key = np.where(has, -pred if descending else pred, np.inf)  # missing last, never tied with a prediction
+    first = stats.rankdata(key, method="min", axis=1)  # 1 + tickers strictly ahead
+    tied = stats.rankdata(key, method="max", axis=1) - first + 1
+    return np.where(has, np.clip((slots[:, None] - (first - 1)) / tied, 0.0, 1.0), 0.0)
+
+
 def rank_rule(
     pred: np.ndarray,
     *,
@@ -76,12 +87,12 @@ def rank_rule(
 ) -> np.ndarray:
     """Cross-sectional rule: on each row rank the tickers that have a prediction, long the top k
     (`top_k`, or `floor(top_fraction * n)` with at least 1), and with `allow_short` short the
-    bottom k (fewer when the two would overlap). Weights: `equal` (1/k per side) or `signal`
-    (|prediction| / sum of |prediction| on the side; equal if that sum is 0). Tickers without a
-    prediction get 0 on a valid row; a row with fewer than `min_tickers` predictions is not
-    valid and gets NaN (no trade). Ties keep column order (stable sort)."""
+    bottom k (fewer when the two would overlap). Tied predictions on a side's boundary share its
+    remaining slots (`_tied_share`). Weights: `equal` (share / k on a side) or `signal` (share x
+    |prediction|, over the side's sum; equal if that sum is 0). Tickers without a prediction get 0
+    on a valid row; a row with fewer than `min_tickers` predictions is not valid and gets NaN (no trade)."""
     pred = np.asarray(pred, float)
-    rows, n_cols = pred.shape
+    rows = pred.shape[0]
     has = np.isfinite(pred)
     n = has.sum(axis=1)
     if top_k is not None:
@@ -89,24 +100,18 @@ def rank_rule(
     else:
         k = np.minimum(np.maximum(np.floor(float(top_fraction or 1.0) * n + 1e-9).astype(np.int64), 1), n)
     k_short = np.minimum(k, n - k) if allow_short else np.zeros(rows, np.int64)
-    order = np.argsort(-np.where(has, pred, -np.inf), axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(n_cols)[None, :].repeat(rows, axis=0), axis=1)
-    long = has & (rank < k[:, None])
-    short = has & (rank >= (n - k_short)[:, None]) & ~long
-    if weighting == "signal":
-        mag = np.where(has, np.abs(pred), 0.0)
-    else:
-        mag = np.ones_like(pred)
+    long = _tied_share(pred, has, k, descending=True)
+    short = _tied_share(pred, has, k_short, descending=False)
+    mag = np.where(has, np.abs(pred), 0.0)
 
-    def side(mask: np.ndarray) -> np.ndarray:
-        m = np.where(mask, mag, 0.0)
-        total = m.sum(axis=1, keepdims=True)
-        count = mask.sum(axis=1, keepdims=True)
-        equal = np.where(mask, 1.0, 0.0) / np.maximum(count, 1)
-        return np.where(total > 0, m / np.where(total > 0, total, 1.0), equal)
+    def side(share: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        equal = share / np.maximum(slots, 1)[:, None]  # the shares of a row sum to its slots
+        if weighting != "signal":
+            return equal
+        total = (share * mag).sum(axis=1, keepdims=True)
+        return np.where(total > 0, share * mag / np.where(total > 0, total, 1.0), equal)
 
-    w = side(long) - side(short)
+    w = side(long, k) - side(short, k_short)
     valid = (n >= max(int(min_tickers), 1))[:, None]
     return np.where(valid, w, np.nan)
 
