@@ -11,7 +11,9 @@ and seed it writes a synthetic universe (cross_section: --tickers x --years of b
 time_series: one asset, --ts-years, levels x --ts-scale), then runs the real stages in-process in a
 temporary folder, exactly as dvc.yaml calls them: featurize, then per family train -> predict -> backtest
 -> evaluate, with params.yaml's values overridden for the universe (OVERRIDES: the README's universe
-settings and cheaper resampling). It never reads real data.
+settings and cheaper resampling; on a cross-section, labels and features ranked within each date and, for
+the neural families, whole dates per batch fit to the per-date IC: IF_PRESENT, NEURAL_OVERRIDES). It never
+reads real data.
 
 Writes reports/calibration.json (settings, every run's outcomes, the summary, the acceptance checks, the
 wall time), reports/calibration.csv (the summary) and reports/calibration.png (the power curves),
@@ -46,7 +48,7 @@ from lib.errors import PipelineError
 from lib.evaluation import calibration
 from lib.evaluation.performance import returns_of
 from lib.io import read_table, write_bytes, write_csv, write_json, write_table
-from lib.params import load_params, validate_params
+from lib.params import NEURAL, load_params, validate_params
 from lib.reporting import plots
 from lib.schema import ARCHS
 from lib.tables import PREDICTIONS, STRATEGY
@@ -78,11 +80,21 @@ KIND_OVERRIDES: dict[str, dict[str, Any]] = {
         "train": {"sample_stride": 1},  # one asset: every date is a training sample
     },
 }
-# Set only where params.yaml has the key: per-date rank labels for a cross-section; no baseline books
-# inside a run (the study runs each family on its own).
+# Set only where params.yaml has the key: a cross-section learnt as Qlib does (per-date rank labels and
+# features ranked within each date, so the market's move is in neither); no baseline books inside a run
+# (the study runs each family on its own).
 IF_PRESENT: dict[str, dict[str, dict[str, Any]]] = {
-    "cross_section": {"train": {"label_norm": "cs_rank"}, "evaluate": {"baseline_models": []}},
+    "cross_section": {
+        "train": {"label_norm": "cs_rank"},
+        "features": {"cross_section": "rank", "cross_section_keep_raw": False},
+        "evaluate": {"baseline_models": []},
+    },
     "time_series": {"evaluate": {"baseline_models": []}},
+}
+# The neural families on a cross-section: whole dates per batch, fit to the per-date IC (train.loss ic).
+NEURAL_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "cross_section": {"train": {"batching": "by_date", "loss": "ic"}},
+    "time_series": {},
 }
 SMALL = {"families": ["ridge"], "levels": [0.1], "seeds": 2, "tickers": 30, "years": 3.0}
 
@@ -141,10 +153,11 @@ def _merge(base: dict[str, Any], *layers: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_params(base: dict[str, Any], kind: str, family: str) -> dict[str, Any]:
-    """params.yaml's values with the study's overrides for the kind and the family (IF_PRESENT where the
-    schema has the key)."""
+    """params.yaml's values with the study's overrides for the kind and the family (IF_PRESENT and, for a
+    neural family, NEURAL_OVERRIDES where the schema has the key)."""
     p = _merge(base, OVERRIDES, KIND_OVERRIDES[kind], {"model": {"arch": family}, "train": {"threads": 1}})
-    for section, values in IF_PRESENT[kind].items():
+    extra = [IF_PRESENT[kind], NEURAL_OVERRIDES[kind] if family in NEURAL else {}]
+    for section, values in (item for layer in extra for item in layer.items()):
         p[section].update({k: v for k, v in values.items() if k in p[section]})
     return p
 
@@ -261,7 +274,14 @@ def main(argv: list[str]) -> None:
     rows = calibration.summarise(records, alpha)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     report = {
-        "settings": {**settings, "alpha": alpha, "overrides": OVERRIDES, "kind_overrides": KIND_OVERRIDES},
+        "settings": {
+            **settings,
+            "alpha": alpha,
+            "overrides": OVERRIDES,
+            "kind_overrides": KIND_OVERRIDES,
+            "if_present": IF_PRESENT,
+            "neural_overrides": NEURAL_OVERRIDES,
+        },
         "acceptance": calibration.acceptance(rows, alpha),
         "summary": rows,
         "runs": records,

@@ -114,10 +114,16 @@ def test_run_params_override_the_universe_settings_and_keep_the_rest():
     p = calibrate.run_params(base, "cross_section", "ridge")
     assert p["model"]["arch"] == "ridge" and p["backtest"]["rule"] == "rank" and p["backtest"]["top_fraction"] == 0.1
     assert p["walk_forward"]["test_sessions"] == 126 and p["train"]["threads"] == 1
-    assert p["features"] == base["features"] and p["evaluate"]["alpha"] == base["evaluate"]["alpha"]
+    assert p["features"]["cross_section"] == "rank" and not p["features"]["cross_section_keep_raw"]
+    assert p["features"]["set"] == base["features"]["set"] and p["evaluate"]["alpha"] == base["evaluate"]["alpha"]
+    assert p["train"]["loss"] == base["train"]["loss"]  # train.loss ic is for the neural families only
     validate_params(p)  # a valid params file
+    nn = calibrate.run_params(base, "cross_section", "lstm")
+    assert (nn["train"]["batching"], nn["train"]["loss"], nn["train"]["label_norm"]) == ("by_date", "ic", "cs_rank")
+    validate_params(nn)
     ts = calibrate.run_params(base, "time_series", "lstm")
-    assert ts["backtest"]["rule"] == "threshold"
+    assert ts["backtest"]["rule"] == "threshold" and ts["train"]["loss"] == base["train"]["loss"]
+    assert ts["features"] == base["features"]
     validate_params(ts)
 
 
