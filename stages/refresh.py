@@ -11,8 +11,9 @@ says so; the new bars are appended and the store (`<store>/<source>.parquet`, ou
 atomically, only when something changed and every ticker succeeded. For `csv` and `sample` the folder is reread and
 compared with the last run's download (`--raw`): the folder is the store, DVC sees its changes itself. Then, unless
 `--no-repro` (the store only): the retraining policy writes `train.cutoff` (lib.live.weekly.plan_cutoff), `dvc
-repro` reruns the download stage only when the store (or the folder) changed, and `stages.track` appends this
-week's ledger entry, drift and live record.
+repro backtest` reruns the stages up to this week's orders (the download stage only when the store or the folder
+changed), `stages.track` appends this week's ledger entry, drift and live record, and a last `dvc repro` runs
+the evaluate stage on the ledger with this week's entry in it (so the tear sheet is never one week behind).
 """
 
 import argparse
@@ -35,6 +36,7 @@ from lib.params import load_params
 from lib.tables import COLUMNS
 
 log = logging.getLogger("refresh")
+TRACKED = "backtest"  # the last stage whose outputs stages.track reads (signal.json, orders.csv, equity.csv)
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
@@ -96,9 +98,9 @@ def _say(result: Refresh, source: str, where: str) -> None:
         print(f"refresh: {new} new bar(s) for {n} tickers from {source}, last bar {last}{more}; {where}")
 
 
-def _repro() -> None:
+def _repro(*targets: str) -> None:
     try:
-        done = subprocess.run([sys.executable, "-m", "dvc", "repro"], check=False)
+        done = subprocess.run([sys.executable, "-m", "dvc", "repro", *targets], check=False)
     except OSError as exc:
         raise PipelineError(f"refresh: could not run dvc repro ({exc})") from None
     if done.returncode != 0:
@@ -123,10 +125,11 @@ def main(argv: list[str]) -> None:
         return
     if result is not None:  # the retraining policy moves train.cutoff (or not) before DVC sees the params
         plan_cutoff(str(pd.Timestamp(result.bars["date"].max()).date()))
-    _repro()
-    import stages.track  # after dvc repro: this week's ledger entry, drift, live record (imported late: torch)
+    _repro(TRACKED)
+    import stages.track  # after the orders: this week's ledger entry, drift, live record (imported late: torch)
 
     stages.track.main([])
+    _repro()  # evaluate, which reads the ledger
 
 
 if __name__ == "__main__":

@@ -215,7 +215,8 @@ def test_refresh_plans_the_cutoff_runs_dvc_repro_then_tracks_unless_told_not_to(
     refresh.main(["--no-repro"])
     assert ran == []  # the store only: no cutoff, no dvc repro, no ledger entry
     refresh.main([])
-    assert ran == [("plan_cutoff", "2024-06-28"), [sys.executable, "-m", "dvc", "repro"], ("track", [])]
+    dvc = [sys.executable, "-m", "dvc", "repro"]
+    assert ran == [("plan_cutoff", "2024-06-28"), [*dvc, "backtest"], ("track", []), dvc]  # evaluate sees the entry
     ran.clear()
     monkeypatch.setattr(subprocess, "run", lambda cmd, check: subprocess.CompletedProcess(cmd, 2))
     with pytest.raises(PipelineError, match=r"dvc repro failed \(exit code 2\); the store is kept"):
