@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lib.evaluation.performance import returns_of, sharpe_of
-from lib.evaluation.permutation import _value_sets, permutation_sharpes
+from lib.evaluation.permutation import _value_sets, null_predictions, permutation_sharpes
 from lib.evaluation.resampling import permutation_test, shuffle_in_time
 from lib.portfolio.backtest import run_backtest
 from lib.portfolio.batch import BatchedBacktest, strategy_equities
@@ -49,7 +49,7 @@ def _loop(prices, preds, bt, n, seed):
     def sharpe(pr):
         return sharpe_of(returns_of(run_backtest(prices, pr, bt, 5).equity[STRATEGY].to_numpy()), 252, 0.0)
 
-    return permutation_test(sharpe, preds, n, seed)
+    return permutation_test(sharpe, null_predictions(preds, bt), n, seed)
 
 
 CONFIGS = {
@@ -89,6 +89,23 @@ def test_batched_permutations_keep_the_point_in_time_universe(name):
     batched = permutation_sharpes(prices, preds, bt, 5, 252, 0.0, 4, 5)
     assert batched["observed"] == pytest.approx(loop["observed"], rel=0, abs=1e-12)
     np.testing.assert_allclose(batched["null"], loop["null"], rtol=0, atol=1e-12)
+
+
+def test_the_rank_null_ignores_each_dates_level_and_scale():
+    """Under the rank rule (equal weights) only each date's order matters: a per-date shift and scale of
+    the scores (what a model fit to the per-date IC leaves free) changes neither the book nor its null."""
+    bt = {**default_params()["backtest"], **CONFIGS["rank"]}
+    prices, preds = _market()
+    dates = preds["date"].map({d: i for i, d in enumerate(np.sort(preds["date"].unique()))}).to_numpy()
+    rng = np.random.default_rng(4)
+    level, scale = rng.normal(0.0, 1.0, dates.max() + 1), rng.uniform(0.1, 10.0, dates.max() + 1)
+    moved = preds.assign(prediction=level[dates] + scale[dates] * preds["prediction"])
+    a = permutation_sharpes(prices, preds, bt, 5, 252, 0.0, 8, 2)
+    b = permutation_sharpes(prices, moved, bt, 5, 252, 0.0, 8, 2)
+    assert b["observed"] == pytest.approx(a["observed"], abs=1e-12)
+    np.testing.assert_allclose(b["null"], a["null"], rtol=0, atol=1e-12)
+    signal = {**bt, "rank_weighting": "signal"}  # levels matter there: shuffled as they are
+    pd.testing.assert_frame_equal(null_predictions(moved, signal), moved)
 
 
 def test_more_shuffles_than_one_pass_keep_the_draw_order():
@@ -185,7 +202,7 @@ def _long_short_loop(prices, preds, bt, n, seed):
     def sharpe(pr):
         return sharpe_of(returns_of(long_short_book(prices, pr, bt, 5)[0].equity[LONG_SHORT].to_numpy()), 252, 0.0)
 
-    return permutation_test(sharpe, preds, n, seed)
+    return permutation_test(sharpe, null_predictions(preds, bt), n, seed)
 
 
 @pytest.mark.parametrize("universe", [False, True])

@@ -1,8 +1,9 @@
 """The permutation null of the strategy's Sharpe ratio at scale: every shuffle of the predictions
 through one batched pass of the vectorized engine (`lib.portfolio.batch`) instead of one backtest
 per shuffle. The same shuffles as `lib.evaluation.resampling.permutation_test` (same seed, same
-permutation of each ticker's predictions in time) and the same Sharpe ratio per shuffle, to float
-rounding; configs the batched engine cannot run (path-dependent controls) fall back to that loop."""
+permutation of each ticker's predictions in time; under the rank rule, of each date's percentile ranks:
+`null_predictions`) and the same Sharpe ratio per shuffle, to float rounding; configs the batched engine
+cannot run (path-dependent controls) fall back to that loop."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def permutation_sharpes(
     observed value and p-value are None with the reason under the threshold rule)."""
     if n < 1:
         raise ValueError(f"permutation_sharpes: n must be >= 1, got {n}")
+    predictions = null_predictions(predictions, bt)
     if book == LONG_SHORT and bt["rule"] != "rank":
         return permutation_result(None, [None] * n) | {"reason": NOT_RANK}
     why = batch_unsupported(portfolio_config(bt, horizon, ppy)) if book == STRATEGY else ""
@@ -59,6 +61,17 @@ def permutation_sharpes(
     equity = setup.equities(_value_sets(predictions, n, seed))
     sharpes = [sharpe_of(returns_of(e), ppy, rf) for e in equity]
     return permutation_result(sharpes[0], sharpes[1:])
+
+
+def null_predictions(predictions: pd.DataFrame, bt: dict[str, Any]) -> pd.DataFrame:
+    """The predictions the null shuffles in time. Under the rank rule with equal weights a book depends on
+    each date's order only, so each date's predictions become their percentile ranks (the same book, ties
+    included) and a shuffle cannot carry one date's level or scale into another: a score fit to the per-date
+    IC (train.loss ic) fixes neither, and shuffling its raw values ranks tickers by the dates they were drawn
+    from, a null that trades like no model would. Otherwise (levels matter) the predictions as they are."""
+    if bt["rule"] != "rank" or bt["rank_weighting"] != "equal":
+        return predictions
+    return predictions.assign(prediction=predictions.groupby("date")["prediction"].rank(pct=True))
 
 
 def _value_sets(predictions: pd.DataFrame, n: int, seed: int) -> Iterator[np.ndarray]:
