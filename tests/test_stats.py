@@ -280,7 +280,7 @@ def test_spa_is_studentised():
 def test_shuffle_in_time_keeps_each_tickers_values_and_dates():
     import pandas as pd
 
-    from lib.evaluation.resampling import shuffle_in_time
+    from lib.evaluation.permutation import shuffle_in_time
 
     df = pd.DataFrame(
         {
@@ -297,10 +297,39 @@ def test_shuffle_in_time_keeps_each_tickers_values_and_dates():
     assert out[["date", "ticker", "label"]].equals(df[["date", "ticker", "label"]])
 
 
+def test_relabel_tickers_moves_each_series_whole_to_another_ticker():
+    import pandas as pd
+
+    from lib.evaluation.permutation import MID_RANK, relabel_tickers
+
+    tickers = ["A", "B", "C", "D"]
+    df = pd.DataFrame(
+        {
+            "date": np.repeat(np.arange(30), 4),
+            "ticker": tickers * 30,
+            "prediction": np.arange(120.0),
+            "label": np.arange(120.0),
+        }
+    )
+    df = df[~((df["ticker"] == "D") & (df["date"] < 5))].reset_index(drop=True)  # D starts late
+    out = relabel_tickers(df, np.random.default_rng(2))  # sigma = [3, 2, 0, 1]: every ticker moves
+    assert out[["date", "ticker", "label"]].equals(df[["date", "ticker", "label"]])
+    series = {t: g.set_index("date")["prediction"] for t, g in df.groupby("ticker")}
+    moved = 0
+    for t, g in out.groupby("ticker"):
+        got = g.set_index("date")["prediction"]
+        source = [u for u in tickers if series[u].reindex(got.index).fillna(MID_RANK).equals(got)]
+        assert len(source) == 1  # one other ticker's series, the same on every date
+        moved += source[0] != t
+    assert moved == 4
+    late = out[(out["ticker"] != "D") & (out["date"] < 5)]["prediction"]
+    assert (late == MID_RANK).sum() == 5  # the ticker that got D's series has no score before D starts
+
+
 def test_permutation_test_add_one_pvalue_and_determinism():
     import pandas as pd
 
-    from lib.evaluation.resampling import permutation_test
+    from lib.evaluation.permutation import permutation_test
 
     rng = np.random.default_rng(1)
     y = rng.normal(size=200)

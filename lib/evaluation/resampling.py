@@ -1,5 +1,6 @@
 """Resampling inference on a backtest: stationary block bootstrap intervals, Monte Carlo paths,
-Hansen's SPA test against the baselines, the permutation null of timing skill and the break-even cost.
+Hansen's SPA test against the baselines and the break-even cost (the permutation null's draws and
+loop: `lib.evaluation.permutation`).
 
 All inputs are per-period (daily) numbers and nothing is annualised here. Undefined results are
 never inf or NaN: these functions put `None` and a "reason" in their dict. Every random draw comes
@@ -13,7 +14,6 @@ import warnings
 from collections.abc import Callable, Mapping
 
 import numpy as np
-import pandas as pd
 from arch.bootstrap import SPA, StationaryBootstrap, optimal_block_length
 
 from lib.evaluation.sharpe import MIN_POINTS, is_constant
@@ -72,7 +72,8 @@ def _as_arrays(data: np.ndarray | tuple[np.ndarray, ...]) -> tuple[np.ndarray, .
     return arrays
 
 
-def _value(v: object) -> float | None:
+def finite_or_none(v: object) -> float | None:
+    """`v` as a float, or None where it is None, NaN or infinite (an undefined statistic)."""
     if v is None:
         return None
     f = float(v)
@@ -117,9 +118,9 @@ def bootstrap_ci(
         return out
     b = _given_block(block, np.column_stack([a.reshape(n, -1) for a in arrays]))
     out["block_length"] = b
-    out["estimate"] = _value(statistic(*arrays))
+    out["estimate"] = finite_or_none(statistic(*arrays))
     bs = StationaryBootstrap(b, *arrays, seed=np.random.default_rng(seed))
-    values = [_value(statistic(*pos)) for pos, _ in bs.bootstrap(reps)]
+    values = [finite_or_none(statistic(*pos)) for pos, _ in bs.bootstrap(reps)]
     kept = np.array([v for v in values if v is not None], dtype=float)
     out["dropped"] = int(reps - kept.size)
     if kept.size:
@@ -341,67 +342,7 @@ def spa_vs_baselines(
     }
 
 
-# ------------------------------------------------------------------ permutation null, break-even cost
-
-
-def shuffle_in_time(predictions: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    """The predictions with each ticker's values permuted across its own dates: the same
-    distribution of signals per ticker (so exposure and turnover stay comparable), its timing
-    destroyed. Rows keep their dates, tickers, folds and labels."""
-    out = predictions.copy()
-    out["prediction"] = shuffled_values(out["prediction"].to_numpy(float), ticker_groups(out), rng)
-    return out
-
-
-def ticker_groups(predictions: pd.DataFrame) -> list[np.ndarray]:
-    """Row positions of each ticker's predictions, tickers in sorted order (the order of the draws)."""
-    return list(predictions.groupby("ticker", sort=True).indices.values())
-
-
-def shuffled_values(values: np.ndarray, groups: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """`values` with each group's entries permuted (one `rng.permutation` per group, in order):
-    the draws of `shuffle_in_time`, without the table."""
-    out = values.copy()
-    for idx in groups:
-        out[idx] = values[idx][rng.permutation(len(idx))]
-    return out
-
-
-def permutation_test(
-    statistic: Callable[[pd.DataFrame], float | None], predictions: pd.DataFrame, n: int, seed: int
-) -> dict:
-    """Permutation null of timing skill: `statistic` (e.g. the strategy's Sharpe through the real
-    backtest and costs) on the real predictions and on `n` copies shuffled in time within each
-    ticker (`shuffle_in_time`, all drawn from `default_rng(seed)`). p = (1 + #{null >= observed}) /
-    (1 + kept), the add-one estimator that is never 0 (Phipson & Smyth 2010). Shuffles where the
-    statistic is undefined are dropped and counted. Returns {"observed", "pvalue", "n", "dropped",
-    "null" (the kept values in draw order), "reason"}."""
-    if n < 1:
-        raise ValueError(f"permutation_test: n must be >= 1, got {n}")
-    rng = np.random.default_rng(seed)
-    observed = statistic(predictions)
-    return permutation_result(observed, [statistic(shuffle_in_time(predictions, rng)) for _ in range(n)])
-
-
-def permutation_result(observed: float | None, null: list[float | None]) -> dict:
-    """`permutation_test`'s dict from the statistic on the real predictions and on each shuffle."""
-    observed, n = _value(observed), len(null)
-    kept = np.array([v for v in map(_value, null) if v is not None], dtype=float)
-    out: dict = {
-        "observed": observed,
-        "pvalue": None,
-        "n": int(n),
-        "dropped": int(n - kept.size),
-        "null": [float(v) for v in kept],
-        "reason": "",
-    }
-    if observed is None:
-        out["reason"] = "statistic undefined on the real predictions"
-    elif not kept.size:
-        out["reason"] = "statistic undefined on every shuffle"
-    else:
-        out["pvalue"] = float((1 + np.sum(kept >= observed)) / (1 + kept.size))
-    return out
+# ------------------------------------------------------------------ break-even cost
 
 
 def break_even_cost(edge: Callable[[float], float | None], grid: list[float], iterations: int = 8) -> dict:
@@ -411,7 +352,7 @@ def break_even_cost(edge: Callable[[float], float | None], grid: list[float], it
     pays more). None with a reason when the edge is <= 0 at the lowest cost or still > 0 at the
     highest. Returns {"grid_bps", "edge", "break_even_bps", "reason"}."""
     costs = sorted(float(c) for c in grid)
-    edges = [_value(edge(c)) for c in costs]
+    edges = [finite_or_none(edge(c)) for c in costs]
     out: dict = {"grid_bps": costs, "edge": edges, "break_even_bps": None, "reason": ""}
     if not costs or edges[0] is None:
         out["reason"] = "edge undefined at the lowest cost"
@@ -426,7 +367,7 @@ def break_even_cost(edge: Callable[[float], float | None], grid: list[float], it
         if e_hi <= 0:
             for _ in range(iterations):
                 mid = 0.5 * (lo + hi)
-                e_mid = _value(edge(mid))
+                e_mid = finite_or_none(edge(mid))
                 if e_mid is None:
                     break
                 lo, hi = (mid, hi) if e_mid > 0 else (lo, mid)
