@@ -83,11 +83,9 @@ def relabelled_values(
 
 def relabel_tickers(predictions: pd.DataFrame, rng: np.random.Generator, fill: float = MID_RANK) -> pd.DataFrame:
     """The predictions with each ticker's series of scores moved to another ticker, the same move on every
-    date: the book keeps its turnover and its dynamics, and no score meets the returns of the ticker it was
-    computed from. A null for a cross-sectional book whose scores load on trailing returns, where a shuffle
-    in time would match scores with the returns they were computed from. `fill`: the score of a row whose
-    new ticker has none that date. Rows keep their dates, tickers,
-    folds and labels."""
+    date (`relabelled_values`): the book keeps its turnover and its dynamics, and no score meets the returns
+    of the ticker it was computed from. `fill`: the score of a row whose new ticker has none that date.
+    Rows keep their dates, tickers, folds and labels."""
     out = predictions.copy()
     out["prediction"] = relabelled_values(out["prediction"].to_numpy(float), ticker_cells(out), rng, fill)
     return out
