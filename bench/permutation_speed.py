@@ -32,14 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from lib.data.providers import from_csv_dir
 from lib.evaluation.performance import returns_of, sharpe_of
-from lib.evaluation.permutation import (
-    null_predictions,
-    permutation_sharpes,
-    permutation_test,
-    relabel_tickers,
-    relabels,
-    shuffle_in_time,
-)
+from lib.evaluation.permutation import null_test, permutation_sharpes
 from lib.portfolio.backtest import run_backtest
 from lib.portfolio.batch import BatchedBacktest
 from lib.tables import STRATEGY
@@ -81,12 +74,12 @@ def bench(name: str, prices: pd.DataFrame, preds: pd.DataFrame, bt: dict, n: int
     single = _median_s(lambda: run_backtest(prices, preds, bt, 5), reps)
     batched = _median_s(lambda: permutation_sharpes(prices, preds, bt, 5, 252, 0.0, n, 0), reps)
     fast = permutation_sharpes(prices, preds, bt, 5, 252, 0.0, check, 0)
-    slow = permutation_test(  # the same draws, one backtest each
+    slow = null_test(  # the same draws, one backtest each
         lambda pr: sharpe_of(returns_of(run_backtest(prices, pr, bt, 5).equity[STRATEGY].to_numpy()), 252),
-        null_predictions(preds, bt),
+        preds,
+        bt,
         check,
         0,
-        relabel_tickers if relabels(bt) else shuffle_in_time,
     )
     grid = [0.0, 5.0, 10.0, 20.0, 50.0]
     costs = _median_s(lambda: BatchedBacktest(prices, preds, bt, 5).at_costs(grid), reps)

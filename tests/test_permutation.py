@@ -9,15 +9,7 @@ import pandas as pd
 import pytest
 
 from lib.evaluation.performance import returns_of, sharpe_of
-from lib.evaluation.permutation import (
-    _value_sets,
-    null_predictions,
-    permutation_sharpes,
-    permutation_test,
-    relabel_tickers,
-    relabels,
-    shuffle_in_time,
-)
+from lib.evaluation.permutation import _value_sets, null_predictions, null_test, permutation_sharpes, shuffle_in_time
 from lib.portfolio.backtest import run_backtest
 from lib.portfolio.batch import BatchedBacktest, strategy_equities
 from lib.portfolio.kernel import execute, execute_batch
@@ -52,15 +44,11 @@ def _with_universe(preds):
     return preds.assign(**{IN_UNIVERSE: (~out).astype(int)})
 
 
-def _draw(bt):
-    return relabel_tickers if relabels(bt) else shuffle_in_time
-
-
 def _loop(prices, preds, bt, n, seed):
     def sharpe(pr):
         return sharpe_of(returns_of(run_backtest(prices, pr, bt, 5).equity[STRATEGY].to_numpy()), 252, 0.0)
 
-    return permutation_test(sharpe, null_predictions(preds, bt), n, seed, _draw(bt))
+    return null_test(sharpe, preds, bt, n, seed)
 
 
 CONFIGS = {
@@ -213,7 +201,7 @@ def _long_short_loop(prices, preds, bt, n, seed):
     def sharpe(pr):
         return sharpe_of(returns_of(long_short_book(prices, pr, bt, 5)[0].equity[LONG_SHORT].to_numpy()), 252, 0.0)
 
-    return permutation_test(sharpe, null_predictions(preds, bt), n, seed, _draw(bt))
+    return null_test(sharpe, preds, bt, n, seed)
 
 
 @pytest.mark.parametrize("universe", [False, True])

@@ -3,8 +3,8 @@ predictions permuted in time; `relabel_tickers`: each ticker's whole series give
 loop (`permutation_test`, a statistic per draw) and the same draws at scale (`permutation_sharpes`: every
 draw through one batched pass of the vectorized engine, `lib.portfolio.batch`, the same Sharpe ratio per
 draw as the loop to float rounding; configs the batched engine cannot run, path-dependent controls, fall
-back to the loop). Which draw: `relabels`; under the rank rule the null reads each date's percentile ranks
-(`null_predictions`).
+back to the loop, `null_test`). Which draw: `relabels`; under the rank rule the null reads each date's
+percentile ranks (`null_predictions`).
 
 Why relabel under the rank rule: a cross-sectional score loads on trailing returns (with no signal lstm's
 did, rank correlation -0.2 to +0.5 with the 5-day return), and a shuffle in time puts a score computed from
@@ -158,7 +158,6 @@ def permutation_sharpes(
     observed value and p-value are None with the reason under the threshold rule)."""
     if n < 1:
         raise ValueError(f"permutation_sharpes: n must be >= 1, got {n}")
-    predictions = null_predictions(predictions, bt)
     if book == LONG_SHORT and bt["rule"] != "rank":
         return permutation_result(None, [None] * n) | {"reason": NOT_RANK}
     why = batch_unsupported(portfolio_config(bt, horizon, ppy)) if book == STRATEGY else ""
@@ -166,14 +165,10 @@ def permutation_sharpes(
         why = "some predictions are not finite"
     if why:
         log.info("evaluate: permutation null runs one backtest per shuffle (%d): %s", n, why)
-        draw = relabel_tickers if relabels(bt) else shuffle_in_time
-
-        def sharpe(pr: pd.DataFrame) -> float | None:
-            return _loop_sharpe(prices, pr, bt, horizon, ppy, rf, book)
-
-        return permutation_test(sharpe, predictions, n, seed, draw)
-    setup = setup or BatchedBacktest(prices, predictions, bt, horizon, ppy, book)
-    equity = setup.equities(_value_sets(predictions, n, seed, relabels(bt)))
+        return null_test(lambda pr: _loop_sharpe(prices, pr, bt, horizon, ppy, rf, book), predictions, bt, n, seed)
+    values = null_predictions(predictions, bt)
+    setup = setup or BatchedBacktest(prices, values, bt, horizon, ppy, book)
+    equity = setup.equities(_value_sets(values, n, seed, relabels(bt)))
     sharpes = [sharpe_of(returns_of(e), ppy, rf) for e in equity]
     return permutation_result(sharpes[0], sharpes[1:])
 
@@ -182,6 +177,15 @@ def relabels(bt: dict[str, Any]) -> bool:
     """The null's draw: under the rank rule with equal weights, tickers relabelled (`relabel_tickers`, on
     each date's percentile ranks); otherwise each ticker's predictions shuffled in time (`shuffle_in_time`)."""
     return bt["rule"] == "rank" and bt["rank_weighting"] == "equal"
+
+
+def null_test(
+    statistic: Callable[[pd.DataFrame], float | None], predictions: pd.DataFrame, bt: dict[str, Any], n: int, seed: int
+) -> dict:
+    """The null of a book of rule `bt` one statistic per draw: `permutation_test` on `null_predictions`
+    with the draw `relabels` picks. `permutation_sharpes` batches exactly these draws."""
+    draw = relabel_tickers if relabels(bt) else shuffle_in_time
+    return permutation_test(statistic, null_predictions(predictions, bt), n, seed, draw)
 
 
 def null_predictions(predictions: pd.DataFrame, bt: dict[str, Any]) -> pd.DataFrame:
