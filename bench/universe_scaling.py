@@ -5,7 +5,7 @@ committed params.yaml plus the universe study's changes, `UNIVERSE` below and th
 "S&P 500 universe" section) on the first N tickers of the 402-ticker panel, run with
 `dvc repro --single-item <stage>` stage by stage so every stage gets its own wall time.
 
-    python bench/universe_scaling.py --tickers 100,200,402 --folds 2 [--set train.workers=2 ...] [--json out.json]
+    python bench/universe_scaling.py --tickers 100,200,402 [--folds 4] [--set train.workers=2 ...] [--json out.json]
 
 Every combination of --tickers, --folds and each --set group (`;`-separated groups, each a
 comma-free list of key=value; an empty group is the study as is) is one run. Prints one line
@@ -36,8 +36,8 @@ STAGES = ["download", "validate", "featurize", "train", "predict", "backtest", "
 UNIVERSE: dict[str, dict[str, Any]] = {  # the README's universe study
     "data": {"source": "csv", "csv_dir": "universe", "tickers": ["*"], "start": None},
     "validate": {"policy": "drop"},
-    "walk_forward": {"folds": 2, "test_sessions": 126},
-    "model": {"hidden": 32, "layers": 1, "seq_len": 20},
+    "walk_forward": {"folds": 4, "test_sessions": 126},
+    "model": {"hidden": 32, "layers": 1, "seq_len": 20, "ridge_alpha": 10000.0},  # weak signals: shrink hard
     "train": {"epochs": 4, "patience": 2, "batch_size": 1024, "sample_stride": 5, "final_refit": False},
     "backtest": {"rule": "rank", "top_fraction": 0.1, "min_tickers": 50},
     "evaluate": {"permutations": 20},
@@ -97,6 +97,7 @@ def run(universe: Path, tickers: int, folds: int, overrides: dict[str, Any]) -> 
         "seconds": seconds,
         "total_s": total,
         "n_predictions": metrics["predictions"]["n"],
+        "metrics": metrics,
     }
 
 
@@ -104,7 +105,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--universe", type=Path, default=Path("../shared/data/universe"))
     ap.add_argument("--tickers", default="402", help="ticker counts, comma-separated")
-    ap.add_argument("--folds", default="2", help="walk_forward.folds values, comma-separated")
+    folds = str(UNIVERSE["walk_forward"]["folds"])
+    ap.add_argument("--folds", default=folds, help=f"walk_forward.folds values, comma-separated (default {folds})")
     ap.add_argument("--set", default="", help="override groups: 'train.workers=1;train.workers=2'")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -117,6 +119,7 @@ def main() -> None:
         [int(t) for t in args.tickers.split(",")], [int(f) for f in args.folds.split(",")], groups
     ):
         res = run(args.universe.resolve(), n, folds, overrides)
+        res.pop("metrics")
         results.append(res)
         per_stage = " ".join(f"{s} {v:.0f}" for s, v in res["seconds"].items())
         print(

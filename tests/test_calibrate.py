@@ -71,12 +71,25 @@ def test_summary_rates_intervals_and_analytic_power():
         "false_alarm_within_alpha": True,
         "strongest_level": 0.05,
         "strongest_detected_by_every_family": True,
+        "every_run_detects": {"0.05": False},  # 3 of 4
     }
+
     table = calibration.markdown_table(rows)
     assert table.splitlines()[0].startswith("| kind | family | test |") and "0.25 (0.05–0.70)" in table
     compact = calibration.readme_table(rows).splitlines()
     assert compact[0] == "| kind | test | planted Rank IC | ridge |"
     assert compact[2] == "| cross_section | per-date Rank IC (NW t) | 0 | 1/4 (0.05–0.70) · 0.000 |"
+
+
+def test_acceptance_checks_false_alarms_only_where_strength_0_makes_the_null_true():
+    records = _records()
+    for r in [r for r in records if r["level"] == 0.0]:  # the book beating momentum at 0 on costs: 4/4
+        records.append({**r, "test": "vs_momentum", "pvalue": 0.01, "detected": True})
+    records += [{**r, "family": "gbm", "detected": r["detected"] or r["level"] > 0} for r in records[:8]]
+    check = calibration.acceptance(calibration.summarise(records, 0.05), 0.05)
+    assert check["false_alarm_within_alpha"] and check["every_run_detects"] == {"0.05": False}  # ridge 3/4
+    records[0] |= {"detected": True, "pvalue": 0.01}  # rank IC at 0: 2/4, interval above 0.05
+    assert not calibration.acceptance(calibration.summarise(records, 0.05), 0.05)["false_alarm_within_alpha"]
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ class CalTest(NamedTuple):
     pvalue: tuple[str, str]
     strength: tuple[str, str]
     from_tstat: bool = False
+    null_at_zero: bool = True  # planted strength 0 makes its null true (a rejection is then a false alarm)
 
 
 TESTS: tuple[CalTest, ...] = (
@@ -37,7 +38,10 @@ TESTS: tuple[CalTest, ...] = (
     CalTest("pooled_ic", "pooled IC", ("predictions", "ic_pvalue"), ("predictions", "ic")),
     CalTest("quantile_spread", "quantile spread", ("quantile_spread", "pvalue"), ("quantile_spread", "mean")),
     CalTest("vs_benchmark", "book vs buy-and-hold", ("vs_benchmark", "pvalue"), ("vs_benchmark", "mean_annual")),
-    CalTest("vs_momentum", "book vs momentum", ("vs_momentum", "pvalue"), ("vs_momentum", "mean_annual")),
+    # not null at 0: with no signal both books earn the market before costs, so the one that trades less
+    # truly beats the other after costs (a model's book trades ~40 % less than momentum's weekly churn)
+    CalTest("vs_momentum", "book vs momentum", ("vs_momentum", "pvalue"), ("vs_momentum", "mean_annual"),
+            null_at_zero=False),
     CalTest("long_short", "long-short book", ("long_short", "sharpe_pvalue"), ("long_short", "sharpe")),
     CalTest("permutation", "permutation null", ("significance", "permutation_pvalue"), ("strategy", "sharpe")),
 )  # fmt: skip
@@ -149,19 +153,27 @@ def summarise(records: list[dict[str, Any]], alpha: float) -> list[dict[str, Any
 
 
 def acceptance(rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
-    """The issue's two checks: at level 0 every test's false-alarm interval reaches down to alpha or
-    below; at the strongest level every family detects the planted signal with the per-date Rank IC or
-    the pooled IC (whichever the kind has)."""
-    zero = [r for r in rows if r["level"] == 0.0]
+    """The issues' checks. At level 0 the false-alarm interval of every test whose null strength 0 makes
+    true reaches down to alpha or below (book vs momentum is reported, not checked: its null is false
+    when the books' costs differ). At the strongest level every family detects the planted signal in most
+    runs, and at each level whether every run of every family detects it, by the per-date Rank IC or the
+    pooled IC (whichever the kind has)."""
+    null = {t.name for t in TESTS if t.null_at_zero}
+    zero = [r for r in rows if r["level"] == 0.0 and r["test"] in null]
+    signal = [r for r in rows if r["level"] > 0.0 and r["test"] in ("rank_ic", "pooled_ic")]
     top_level = max((r["level"] for r in rows), default=0.0)
-    top = [r for r in rows if r["level"] == top_level and r["test"] in ("rank_ic", "pooled_ic")]
+    best: dict[tuple, float] = {}
+    for r in signal:
+        key = (r["kind"], r["family"], r["level"])
+        best[key] = max(best.get(key, 0.0), r["rate"])
     return {
         "false_alarm_within_alpha": all(r["rate_low"] <= alpha for r in zero),
         "strongest_level": top_level,
-        "strongest_detected_by_every_family": all(
-            max(r["rate"] for r in top if (r["kind"], r["family"]) == key) > 0.5
-            for key in {(r["kind"], r["family"]) for r in top}
-        ),
+        "strongest_detected_by_every_family": all(rate > 0.5 for key, rate in best.items() if key[2] == top_level),
+        "every_run_detects": {
+            f"{level:g}": all(rate == 1.0 for key, rate in best.items() if key[2] == level)
+            for level in sorted({key[2] for key in best})
+        },
     }
 
 
