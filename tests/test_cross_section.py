@@ -53,3 +53,23 @@ def test_unknown_method_names_it():
     x, d = _frame()
     with pytest.raises(ValueError, match="'minmax'"):
         normalise_by_date(x, d, "minmax")
+
+
+def test_rank_equals_pandas_grouped_rank_bit_for_bit_on_ties_nan_inf_and_shuffled_rows():
+    """The grid implementation against its reference: pandas' grouped average rank in the same formula."""
+    rng = np.random.default_rng(3)
+    day = np.repeat(np.arange(40), 30)[rng.random(1200) > 0.3]
+    day = np.append(day, [40, 41, 41])  # a date with one row; one whose values are all NaN
+    x = np.round(rng.normal(size=(len(day), 3)), 1)  # many ties
+    x[rng.random(x.shape) < 0.15] = np.nan
+    x[rng.random(len(day)) < 0.05, 2] = np.inf
+    x[-2:, :] = np.nan
+    order = rng.permutation(len(day))
+    values = pd.DataFrame(x[order], columns=["a", "b", "c"], index=order + 7)
+    dates = pd.Series(pd.Timestamp("2021-01-04") + pd.to_timedelta(day[order], "D"))
+    groups = values.groupby(dates.to_numpy(), sort=False)
+    want = ((groups.rank(method="average") - 0.5) / groups.transform("count") - 0.5) * np.sqrt(12.0)
+    got = normalise_by_date(values, dates, "rank")
+    assert got.index.equals(values.index) and list(got.columns) == ["a", "b", "c"]
+    np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())  # NaN where NaN, every other bit equal
+    assert (got[dates.to_numpy() == pd.Timestamp("2021-02-13")].fillna(0) == 0).all().all()  # one row: 0
