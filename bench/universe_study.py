@@ -5,8 +5,9 @@ pipeline with the study's settings (`UNIVERSE` there) and one family x feature s
 
 * families lstm, gbm, ridge; feature sets `basic` and `alpha158`;
 * labels `none` (raw forward returns, raw features) or `cs_rank`, learnt as the calibration learns a
-  cross-section (`CS_RANK`: per-date rank labels, features ranked within each date in place of the raw
-  ones, and for the neural families whole dates per batch fit to the per-date IC).
+  cross-section (its `IF_PRESENT` and `NEURAL_OVERRIDES`, stages/calibrate.py: per-date rank labels,
+  features ranked within each date in place of the raw ones, and for the neural families whole dates per
+  batch fit to the per-date IC).
 
     python bench/universe_study.py [--universe ../shared/data/universe] [--families lstm,gbm,ridge]
                                    [--json bench/results/universe_study.json]
@@ -31,12 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.universe_scaling import UNIVERSE, run
+from lib.params import NEURAL
+from stages.calibrate import IF_PRESENT, NEURAL_OVERRIDES
 
 FEATURE_SETS = ["basic", "alpha158"]
 LABELS = ["none", "cs_rank"]
-COMMON = {"evaluate.baseline_models": "[]"}  # each family is the book; buy-and-hold and momentum stay
-CS_RANK = {"train.label_norm": "cs_rank", "features.cross_section": "rank", "features.cross_section_keep_raw": "false"}
-NEURAL_CS_RANK = {"train.batching": "by_date", "train.loss": "ic"}
 BOOKS = ["strategy", "benchmark", "momentum", "long_short"]
 BOOK_KEYS = ["total_return", "sharpe", "sharpe_pvalue", "max_drawdown", "n_trades"]
 HEADER = (
@@ -46,11 +46,18 @@ HEADER = (
 
 
 def overrides(family: str, features: str, labels: str) -> dict[str, str]:
-    """The `--set` values of one cell (YAML text, as bench/universe_scaling.py takes them)."""
-    out = {**COMMON, "model.arch": family, "features.set": features}
+    """The `--set` values of one cell (YAML text, as bench/universe_scaling.py takes them): no baseline books
+    (each family is the book; buy-and-hold and momentum stay), and for `cs_rank` the calibration's settings."""
+    out = {"evaluate.baseline_models": "[]", "model.arch": family, "features.set": features}
     if labels == "cs_rank":
-        out |= CS_RANK | (NEURAL_CS_RANK if family not in ("ridge", "gbm") else {})
+        out |= _dotted(IF_PRESENT["cross_section"]) | (
+            _dotted(NEURAL_OVERRIDES["cross_section"]) if family in NEURAL else {}
+        )
     return out
+
+
+def _dotted(layer: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {f"{section}.{key}": json.dumps(value) for section, values in layer.items() for key, value in values.items()}
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
