@@ -57,3 +57,17 @@ def test_a_row_shows_the_rank_ic_interval_from_its_newey_west_t_and_the_mde():
         "| +0.12 % (0.04) | −5.2 % (0.70) | +3.1 % (0.30) | +0.80 (0.20) | 61 s |"
     )
     assert study.HEADER.count("|") == study.row(cell).count("|")
+
+
+def test_the_readme_the_study_and_the_calibration_use_the_same_universe_settings():
+    """The README's yaml block is what bench/universe_scaling.py runs; the calibration learns on the same
+    folds, model and training settings (its data, rule and resampling are its own)."""
+    from stages import calibrate
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## The S&P 500 universe") :]
+    block = yaml.safe_load(section[section.index("```yaml") + 7 : section.index("```", section.index("```yaml") + 7)])
+    assert block["data"] == {**UNIVERSE["data"], "csv_dir": "../shared/data/universe"}
+    assert {k: v for k, v in block.items() if k != "data"} == {k: v for k, v in UNIVERSE.items() if k != "data"}
+    for section_name in ("walk_forward", "model", "train"):
+        assert calibrate.OVERRIDES[section_name] == UNIVERSE[section_name], section_name
