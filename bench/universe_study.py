@@ -13,9 +13,10 @@ pipeline with the study's settings (`UNIVERSE` there) and one family x feature s
                                    [--json bench/results/universe_study.json]
 
 Cells already in --json from an earlier run are kept unless this run redoes them (`--families ridge`
-reruns ridge's four). Prints the README's markdown table (per-date Rank IC with its interval and minimum detectable effect,
-pooled IC, quantile spread, the long-only book against buy-and-hold and the momentum baseline, the
-long-short book, the wall time of the whole run) and writes every run's headline metrics to --json.
+reruns ridge's four). Prints the README's markdown table (per-date Rank IC with its interval and minimum
+detectable effect, pooled IC, quantile spread, the long-only book against buy-and-hold and the momentum
+baseline, the long-short book, the wall time of the whole run) and writes every run's headline metrics
+to --json.
 """
 
 from __future__ import annotations

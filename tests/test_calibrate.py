@@ -73,7 +73,6 @@ def test_summary_rates_intervals_and_analytic_power():
         "strongest_detected_by_every_family": True,
         "every_run_detects": {"0.05": False},  # 3 of 4
     }
-
     table = calibration.markdown_table(rows)
     assert table.splitlines()[0].startswith("| kind | family | test |") and "0.25 (0.05–0.70)" in table
     compact = calibration.readme_table(rows).splitlines()
